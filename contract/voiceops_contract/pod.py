@@ -1,0 +1,34 @@
+"""How the operator configures an inference pod and how it probes it.
+
+The service reads every setting from ``VOICEOPS_*`` environment variables
+(pydantic-settings, prefix ``VOICEOPS_``); the operator writes exactly these.
+"""
+
+from __future__ import annotations
+
+ENV_PREFIX = "VOICEOPS_"
+
+ENV_ENGINE = "VOICEOPS_ENGINE"  # espeak | vits
+ENV_VOICE = "VOICEOPS_VOICE"  # voice name (Piper name for vits, espeak name for espeak)
+ENV_MODEL_PATH = "VOICEOPS_MODEL_PATH"  # directory or .onnx file of a Piper voice; empty = bundled
+ENV_DEVICE = "VOICEOPS_DEVICE"  # auto | cpu | cuda
+ENV_HOST = "VOICEOPS_HOST"
+ENV_PORT = "VOICEOPS_PORT"
+ENV_MAX_CONCURRENCY = "VOICEOPS_MAX_CONCURRENCY"
+ENV_MAX_QUEUE = "VOICEOPS_MAX_QUEUE"
+ENV_BATCH_MAX_SIZE = "VOICEOPS_BATCH_MAX_SIZE"
+ENV_BATCH_MAX_DELAY_MS = "VOICEOPS_BATCH_MAX_DELAY_MS"
+ENV_REQUEST_TIMEOUT_SECONDS = "VOICEOPS_REQUEST_TIMEOUT_SECONDS"
+ENV_MAX_INPUT_CHARS = "VOICEOPS_MAX_INPUT_CHARS"
+ENV_FALLBACK_ENGINE = "VOICEOPS_FALLBACK_ENGINE"  # in-process espeak when degraded; "" = off
+ENV_FAULT_INJECTION = "VOICEOPS_FAULT_INJECTION"  # "true" enables /admin/faults
+ENV_FAULT_TOKEN = "VOICEOPS_FAULT_TOKEN"  # bearer token /admin/faults requires
+ENV_TIER = "VOICEOPS_TIER"  # gpu | fallback (informational: logs and engine_info)
+
+PATH_LIVE = "/healthz"
+PATH_READY = "/readyz"
+PATH_METRICS = "/metrics"
+PATH_SPEECH = "/v1/audio/speech"
+PATH_FAULTS = "/admin/faults"
+
+DEFAULT_PORT = 8000

@@ -1,0 +1,1 @@
+"""Test doubles for a Kubernetes cluster: API-server emulator and simulated kubelet."""
