@@ -105,3 +105,4 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release resources; called from the app's lifespan on shutdown."""
+        return None
