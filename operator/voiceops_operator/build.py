@@ -1,0 +1,542 @@
+"""Desired children of a VoiceService, as plain dicts. Pure: no API, no I/O.
+
+Every function takes the parsed VoiceService (and, where routing matters, a
+:class:`Routing` read from the object's status, so a spec reconcile never undoes
+what the self-healing loop decided) and returns Kubernetes manifests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from voiceops_contract import metrics, pod
+
+from voiceops_operator.settings import OperatorSettings
+from voiceops_operator.spec import (
+    API_VERSION,
+    KIND,
+    MODEL_MOUNT_PATH,
+    ActiveTier,
+    ResourceRequirements,
+    Tier,
+    VoiceService,
+    VoiceServiceSpec,
+    VoiceServiceStatus,
+    parse_model_uri,
+)
+
+# Labels (team contract): recommended app.kubernetes.io/* plus the tier.
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_TIER = "voiceops.io/tier"
+APP_NAME = "voiceops-service"
+PART_OF = "voiceops"
+MANAGED_BY = "voiceops-operator"
+COMPONENT_BY_TIER: dict[str, str] = {"gpu": "gpu-tier", "fallback": "fallback-tier"}
+COMPONENT_FRONT = "front"
+TIERS: tuple[Tier, Tier] = ("gpu", "fallback")
+
+HTTP_PORT_NAME = "http"
+RUN_AS_USER = 10001
+TMP_VOLUME = "tmp"
+MODEL_VOLUME = "model"
+HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the self-healing loop decided; the builders follow it.
+
+    ``fallback_replicas`` is the fallback tier's minimum (None = standby count).
+    """
+
+    active_tier: ActiveTier = "gpu"
+    fallback_replicas: int | None = None
+
+
+def routing_from_status(status: VoiceServiceStatus, spec: VoiceServiceSpec) -> Routing:
+    """Routing recorded in status; defaults to the GPU tier with a standby fallback."""
+    if not spec.fallback.enabled:
+        return Routing(active_tier="gpu")
+    desired = status.fallback.desired_replicas if status.fallback else None
+    return Routing(active_tier=status.active_tier or "gpu", fallback_replicas=desired)
+
+
+# --- names and labels ------------------------------------------------------------
+
+
+def deployment_name(name: str, tier: Tier) -> str:
+    return f"{name}-{tier}"
+
+
+def tier_service_name(name: str, tier: Tier) -> str:
+    return f"{name}-{tier}"
+
+
+def front_service_name(name: str) -> str:
+    return name
+
+
+def hpa_name(name: str, tier: Tier) -> str:
+    return f"{name}-{tier}"
+
+
+def pdb_name(name: str, tier: Tier) -> str:
+    return f"{name}-{tier}"
+
+
+def labels(name: str, tier: Tier | None) -> dict[str, str]:
+    """Labels of every child; tier None is the front Service."""
+    found = {
+        LABEL_NAME: APP_NAME,
+        LABEL_INSTANCE: name,
+        LABEL_COMPONENT: COMPONENT_BY_TIER[tier] if tier else COMPONENT_FRONT,
+        LABEL_PART_OF: PART_OF,
+        LABEL_MANAGED_BY: MANAGED_BY,
+    }
+    if tier:
+        found[LABEL_TIER] = tier
+    return found
+
+
+def tier_selector(name: str, tier: Tier) -> dict[str, str]:
+    """Pod selector of one tier (Deployment, tier Service, PDB)."""
+    return {LABEL_INSTANCE: name, LABEL_TIER: tier}
+
+
+def front_selector(name: str, active_tier: ActiveTier) -> dict[str, str]:
+    """The front Service's selector: one tier, or both (no tier key) while recovering."""
+    selector = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name}
+    if active_tier != "both":
+        selector[LABEL_TIER] = active_tier
+    return selector
+
+
+def owner_reference(vs: VoiceService) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": vs.name,
+        "uid": vs.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(vs: VoiceService, name: str, tier: Tier | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": vs.namespace,
+        "labels": labels(vs.name, tier),
+    }
+    if vs.uid:
+        meta["ownerReferences"] = [owner_reference(vs)]
+    return meta
+
+
+# --- replicas ----------------------------------------------------------------------
+
+
+def fallback_replicas(spec: VoiceServiceSpec, routing: Routing) -> int:
+    """Fallback minimum: what healing wants, within [standbyReplicas, maxReplicas]."""
+    wanted = routing.fallback_replicas or spec.fallback.standby_replicas
+    return max(spec.fallback.standby_replicas, min(wanted, spec.fallback.max_replicas))
+
+
+def gpu_replicas(spec: VoiceServiceSpec) -> int:
+    """GPU replicas to create with (the HPA owns the count afterwards)."""
+    return spec.autoscaling.min_replicas if spec.autoscaling.enabled else spec.replicas
+
+
+# --- pods ----------------------------------------------------------------------------
+
+
+def _resources(requirements: ResourceRequirements, extra_limits: dict[str, str]) -> dict:
+    limits = {**requirements.limits, **extra_limits}
+    # The API server defaults a missing request to its limit; doing it here keeps
+    # the desired object equal to the stored one (no endless "drift").
+    requests = {**limits, **requirements.requests}
+    for key in extra_limits:
+        requests[key] = extra_limits[key]
+    found: dict[str, Any] = {}
+    if limits:
+        found["limits"] = dict(sorted(limits.items()))
+    if requests:
+        found["requests"] = dict(sorted(requests.items()))
+    return found
+
+
+def _http_get(path: str) -> dict[str, Any]:
+    return {"path": path, "port": HTTP_PORT_NAME, "scheme": "HTTP"}
+
+
+def _probes(spec: VoiceServiceSpec) -> dict[str, Any]:
+    startup, ready, live = spec.probes.startup, spec.probes.readiness, spec.probes.liveness
+    return {
+        "startupProbe": {
+            "httpGet": _http_get(pod.PATH_READY),
+            "initialDelaySeconds": startup.initial_delay_seconds,
+            "periodSeconds": startup.period_seconds,
+            "timeoutSeconds": startup.timeout_seconds,
+            "failureThreshold": startup.failure_threshold,
+            "successThreshold": 1,
+        },
+        "readinessProbe": {
+            "httpGet": _http_get(pod.PATH_READY),
+            "initialDelaySeconds": ready.initial_delay_seconds,
+            "periodSeconds": ready.period_seconds,
+            "timeoutSeconds": ready.timeout_seconds,
+            "failureThreshold": ready.failure_threshold,
+            "successThreshold": ready.success_threshold,
+        },
+        "livenessProbe": {
+            "httpGet": _http_get(pod.PATH_LIVE),
+            "initialDelaySeconds": live.initial_delay_seconds,
+            "periodSeconds": live.period_seconds,
+            "timeoutSeconds": live.timeout_seconds,
+            "failureThreshold": live.failure_threshold,
+            "successThreshold": 1,
+        },
+    }
+
+
+def _env(
+    spec: VoiceServiceSpec, tier: Tier, engine: str, voice: str, model_path: str
+) -> list[dict[str, Any]]:
+    serving = spec.serving
+    if tier == "gpu":
+        device = "auto" if spec.gpu.count > 0 else "cpu"
+        in_process = "espeak" if serving.in_process_fallback and engine != "espeak" else ""
+    else:
+        device, in_process = "cpu", ""
+    values = [
+        (pod.ENV_TIER, tier),
+        (pod.ENV_ENGINE, engine),
+        (pod.ENV_VOICE, voice),
+        (pod.ENV_MODEL_PATH, model_path),
+        (pod.ENV_DEVICE, device),
+        (pod.ENV_HOST, "0.0.0.0"),
+        (pod.ENV_PORT, str(serving.port)),
+        (pod.ENV_MAX_CONCURRENCY, str(serving.max_concurrency)),
+        (pod.ENV_MAX_QUEUE, str(serving.max_queue)),
+        (pod.ENV_BATCH_MAX_SIZE, str(serving.batch.max_size)),
+        (pod.ENV_BATCH_MAX_DELAY_MS, str(serving.batch.max_delay_ms)),
+        (pod.ENV_REQUEST_TIMEOUT_SECONDS, str(serving.request_timeout_seconds)),
+        (pod.ENV_MAX_INPUT_CHARS, str(serving.max_input_chars)),
+        (pod.ENV_FALLBACK_ENGINE, in_process),
+        (pod.ENV_FAULT_INJECTION, "true" if spec.fault_injection.enabled else "false"),
+        # Libraries that want a writable home get the scratch emptyDir.
+        ("HOME", "/tmp"),
+    ]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values]
+    if spec.fault_injection.enabled:
+        ref = spec.fault_injection.token_secret_ref
+        env.append(
+            {
+                "name": pod.ENV_FAULT_TOKEN,
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
+
+
+def restricted_security_context() -> dict[str, Any]:
+    """Container securityContext meeting the restricted Pod Security Standard."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _pod_template(
+    vs: VoiceService,
+    tier: Tier,
+    *,
+    image: str,
+    engine: str,
+    voice: str,
+    resources: dict[str, Any],
+) -> dict[str, Any]:
+    spec = vs.spec
+    source = parse_model_uri(spec.model.uri) if tier == "gpu" else None
+    model_path = source.container_path if source else ""
+    volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}]
+    mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
+    if source and source.scheme == "pvc":
+        volumes.append(
+            {
+                "name": MODEL_VOLUME,
+                "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append({"name": MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH, "readOnly": True})
+    container = {
+        "name": "service",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": HTTP_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
+        "env": _env(spec, tier, engine, voice, model_path),
+        "resources": resources,
+        **_probes(spec),
+        "securityContext": restricted_security_context(),
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": HOSTNAME_TOPOLOGY_KEY,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": tier_selector(vs.name, tier)},
+            }
+        ],
+    }
+    if tier == "gpu":
+        if spec.gpu.node_selector:
+            pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
+        if spec.gpu.tolerations:
+            pod_spec["tolerations"] = [
+                t.model_dump(by_alias=True, exclude_none=True, exclude_defaults=False)
+                for t in spec.gpu.tolerations
+            ]
+    return {
+        "metadata": {
+            "labels": labels(vs.name, tier),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(spec.serving.port),
+                "prometheus.io/path": pod.PATH_METRICS,
+            },
+        },
+        "spec": pod_spec,
+    }
+
+
+def _deployment(
+    vs: VoiceService, tier: Tier, replicas: int, template: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(vs, deployment_name(vs.name, tier), tier),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": tier_selector(vs.name, tier)},
+            # Surge one pod and keep the old one serving until the new one is ready.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "revisionHistoryLimit": 5,
+            "progressDeadlineSeconds": 600,
+            "template": template,
+        },
+    }
+
+
+def build_gpu_deployment(vs: VoiceService, settings: OperatorSettings) -> dict[str, Any]:
+    spec = vs.spec
+    gpu_limits = {spec.gpu.resource_name: str(spec.gpu.count)} if spec.gpu.count > 0 else {}
+    template = _pod_template(
+        vs,
+        "gpu",
+        image=spec.image or settings.service_gpu_image,
+        engine=spec.model.engine,
+        voice=spec.model.voice,
+        resources=_resources(spec.resources, gpu_limits),
+    )
+    return _deployment(vs, "gpu", gpu_replicas(spec), template)
+
+
+def build_fallback_deployment(
+    vs: VoiceService, routing: Routing, settings: OperatorSettings
+) -> dict[str, Any]:
+    fallback = vs.spec.fallback
+    template = _pod_template(
+        vs,
+        "fallback",
+        image=fallback.image or settings.service_image,
+        engine=fallback.engine,
+        voice=fallback.voice,
+        resources=_resources(fallback.resources, {}),
+    )
+    return _deployment(vs, "fallback", fallback_replicas(vs.spec, routing), template)
+
+
+def _service(vs: VoiceService, name: str, tier: Tier | None, selector: dict) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(vs, name, tier),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [
+                {
+                    "name": HTTP_PORT_NAME,
+                    "port": vs.spec.serving.port,
+                    "targetPort": HTTP_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def build_front_service(vs: VoiceService, routing: Routing) -> dict[str, Any]:
+    """The address clients use; its selector follows the active tier."""
+    active = routing.active_tier if vs.spec.fallback.enabled else "gpu"
+    return _service(vs, front_service_name(vs.name), None, front_selector(vs.name, active))
+
+
+def build_tier_service(vs: VoiceService, tier: Tier) -> dict[str, Any]:
+    return _service(vs, tier_service_name(vs.name, tier), tier, tier_selector(vs.name, tier))
+
+
+def _hpa(
+    vs: VoiceService, tier: Tier, min_replicas: int, max_replicas: int, metric: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(vs, hpa_name(vs.name, tier), tier),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": deployment_name(vs.name, tier),
+            },
+            "minReplicas": min_replicas,
+            "maxReplicas": max(min_replicas, max_replicas),
+            "metrics": [metric],
+        },
+    }
+
+
+def _cpu_metric(percent: int) -> dict[str, Any]:
+    return {
+        "type": "Resource",
+        "resource": {
+            "name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": percent},
+        },
+    }
+
+
+def build_gpu_hpa(vs: VoiceService) -> dict[str, Any]:
+    """GPU tier HPA: in-flight requests per pod when declared, else CPU utilisation."""
+    scaling = vs.spec.autoscaling
+    if scaling.metric == "inFlight":
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": metrics.HPA_IN_FLIGHT_METRIC},
+                "target": {
+                    "type": "AverageValue",
+                    "averageValue": str(scaling.target_in_flight_per_pod),
+                },
+            },
+        }
+    else:
+        metric = _cpu_metric(scaling.target_cpu_utilization_percentage)
+    return _hpa(vs, "gpu", scaling.min_replicas, scaling.max_replicas, metric)
+
+
+def build_fallback_hpa(vs: VoiceService, routing: Routing) -> dict[str, Any]:
+    """Fallback HPA on CPU; its minimum is what the self-healing loop wants."""
+    fallback = vs.spec.fallback
+    metric = _cpu_metric(vs.spec.autoscaling.target_cpu_utilization_percentage)
+    return _hpa(vs, "fallback", fallback_replicas(vs.spec, routing), fallback.max_replicas, metric)
+
+
+def build_pdb(vs: VoiceService, tier: Tier) -> dict[str, Any]:
+    """At most one pod of a tier down for voluntary disruptions (drains)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(vs, pdb_name(vs.name, tier), tier),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": tier_selector(vs.name, tier)},
+            # Crash-looping pods must not block a node drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def build_all(
+    vs: VoiceService, routing: Routing, settings: OperatorSettings
+) -> list[dict[str, Any]]:
+    """Every child the VoiceService should have, in creation order."""
+    spec = vs.spec
+    fallback_on = spec.fallback.enabled
+    objects = [build_gpu_deployment(vs, settings)]
+    if fallback_on:
+        objects.append(build_fallback_deployment(vs, routing, settings))
+    objects.append(build_tier_service(vs, "gpu"))
+    if fallback_on:
+        objects.append(build_tier_service(vs, "fallback"))
+    objects.append(build_front_service(vs, routing))
+    if spec.autoscaling.enabled:
+        objects.append(build_gpu_hpa(vs))
+        if fallback_on:
+            objects.append(build_fallback_hpa(vs, routing))
+    objects.append(build_pdb(vs, "gpu"))
+    if fallback_on:
+        objects.append(build_pdb(vs, "fallback"))
+    return objects
+
+
+# --- what the reconciler needs to know about children -------------------------------
+
+# (apiVersion, kind) of every kind the operator owns, in reconcile order.
+CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+
+
+def possible_children(name: str) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of every child any spec could produce (for cleanup)."""
+    found = []
+    for tier in TIERS:
+        found.append(("apps/v1", "Deployment", deployment_name(name, tier)))
+        found.append(("v1", "Service", tier_service_name(name, tier)))
+        found.append(("autoscaling/v2", "HorizontalPodAutoscaler", hpa_name(name, tier)))
+        found.append(("policy/v1", "PodDisruptionBudget", pdb_name(name, tier)))
+    found.append(("v1", "Service", front_service_name(name)))
+    return found
+
+
+def hpa_targets(objects: list[dict[str, Any]]) -> set[str]:
+    """Names of the Deployments an HPA in `objects` scales (their replicas are the HPA's)."""
+    return {
+        obj["spec"]["scaleTargetRef"]["name"]
+        for obj in objects
+        if obj["kind"] == "HorizontalPodAutoscaler"
+    }

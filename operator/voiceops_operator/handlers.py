@@ -1,0 +1,162 @@
+"""kopf wiring: the only place that registers handlers. Thin: parse, reconcile, report.
+
+Handlers are registered into a given registry by :func:`register` (no import-time
+side effects), so the CLI, tests and the self-healing module share one setup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+
+from voiceops_operator import build, spec
+from voiceops_operator.kube import KubeApi, KubeError
+from voiceops_operator.reconcile import ChildConflict, Reconciler
+from voiceops_operator.settings import OperatorSettings
+
+PREFIX = "voiceops.io"
+FINALIZER = f"{PREFIX}/finalizer"
+RETRY_DELAY_SECONDS = 5.0
+MANAGED = {build.LABEL_MANAGED_BY: build.MANAGED_BY}
+# Children watched for drift (group, version, plural).
+CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+
+log = logging.getLogger(__name__)
+
+
+def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A Kubernetes Event on the VoiceService (kopf posts it in the background)."""
+    kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+
+def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
+    """kopf settings: our prefixes, watch timeouts, event posting, peering."""
+    kopf_settings.persistence.finalizer = FINALIZER
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout_seconds
+    kopf_settings.watching.client_timeout = settings.watch_client_timeout_seconds
+    kopf_settings.watching.connect_timeout = settings.api_timeout_seconds
+    kopf_settings.posting.level = logging.INFO
+    kopf_settings.posting.reporting_component = "voiceops-operator"
+    if settings.peering:
+        kopf_settings.peering.name = settings.peering
+        kopf_settings.peering.priority = settings.priority
+        kopf_settings.peering.standalone = False
+    else:
+        kopf_settings.peering.standalone = True
+
+
+def _reconciler(memo: Any) -> Reconciler:
+    return memo.reconciler
+
+
+@contextlib.contextmanager
+def _timed(memo: Any) -> Iterator[None]:
+    """Observe the spec reconcile's duration when the operator's metrics exist."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        metrics = getattr(memo, "operator_metrics", None)
+        if metrics is not None:
+            metrics.reconcile_duration.labels(loop="spec").observe(time.monotonic() - started)
+
+
+async def _reconcile(body: kopf.Body, memo: Any) -> None:
+    try:
+        with _timed(memo):
+            await _reconciler(memo).reconcile_body(dict(body))
+    except spec.InvalidSpec as exc:
+        # Status and an Event already say what is wrong; do not retry until the spec changes.
+        raise kopf.PermanentError(str(exc)) from exc
+    except (KubeError, ChildConflict) as exc:
+        raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
+
+
+def _owner_name(body: kopf.Body) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == spec.KIND and ref.get("apiVersion") == spec.API_VERSION:
+            return ref.get("name")
+    return None
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Register every spec-reconcile handler into `registry`."""
+    resource = (spec.GROUP, spec.VERSION, spec.PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure_kopf(settings, operator_settings)
+        api = await KubeApi.connect(operator_settings.api_timeout_seconds)
+        memo.api = api
+        memo.operator_settings = operator_settings
+        memo.reconciler = Reconciler(api, operator_settings, post_event)
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In-cluster service account, else kubeconfig (through kubernetes_asyncio).
+        return await kopf.login_via_async_client(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        api = getattr(memo, "api", None)
+        if api is not None:
+            await api.close()
+
+    operator_settings = settings
+
+    @kopf.on.resume(*resource, registry=registry, backoff=RETRY_DELAY_SECONDS)
+    @kopf.on.create(*resource, registry=registry, backoff=RETRY_DELAY_SECONDS)
+    @kopf.on.update(*resource, registry=registry, backoff=RETRY_DELAY_SECONDS)
+    async def reconcile_voiceservice(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await _reconcile(body, memo)
+
+    @kopf.timer(
+        *resource,
+        registry=registry,
+        interval=settings.resync_interval_seconds,
+        initial_delay=settings.resync_interval_seconds,
+    )
+    async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # Level-triggered safety net: anything missed by the watches converges here.
+        meta = body["metadata"]
+        try:
+            with _timed(memo):
+                await _reconciler(memo).request(meta["namespace"], meta["name"])
+        except (KubeError, ChildConflict) as exc:
+            log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+
+    @kopf.on.delete(*resource, registry=registry, optional=True)
+    async def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        meta = body["metadata"]
+        _reconciler(memo).forget(meta["namespace"], meta["name"])
+
+    for group, version, plural in CHILD_RESOURCES:
+
+        @kopf.on.event(
+            group, version, plural, labels=MANAGED, registry=registry, id=f"drift-{plural}"
+        )
+        async def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+            # Drift repair: a child changed or vanished; re-reconcile its owner.
+            owner = _owner_name(body)
+            namespace = body.get("metadata", {}).get("namespace")
+            if not owner or not namespace:
+                return
+            try:
+                with _timed(memo):
+                    await _reconciler(memo).request(namespace, owner)
+            except (KubeError, ChildConflict) as exc:
+                log.warning("drift repair of %s/%s failed: %s", namespace, owner, exc)

@@ -1,0 +1,609 @@
+"""The self-healing loop: observe each VoiceService's tiers, decide, act.
+
+One kopf daemon per VoiceService runs a level-triggered loop (every
+``SCRAPE_INTERVAL_SECONDS``, and promptly when one of its pods changes): list
+its pods, scrape the ready GPU pods' /metrics (or ask Prometheus), call the
+pure :func:`policy.decide`, then write only what changed, in this order:
+
+1. status (phase, activeTier, Degraded/FailedOver conditions, failovers,
+   lastTransition, fallback.desiredReplicas, gpu.memoryUsedRatio, healing
+   signals) — first, so a concurrent spec reconcile builds from the new
+   routing and cannot undo the next two steps;
+2. the front Service's selector and the fallback tier's size (the fallback
+   HPA's minReplicas when it has one, plus the Deployment's replicas up to
+   that minimum, which is what the HPA controller itself would do; the
+   Deployment's replicas when there is no HPA), built with the same builders
+   the spec reconcile uses so both agree;
+3. one Kubernetes Event and one metric sample per transition.
+
+The pure helpers (conditions, patches, event bodies) are module functions;
+the kopf handlers at the bottom are thin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from voiceops_operator import build, observe, policy
+from voiceops_operator import status as st
+from voiceops_operator.kube import KubeApi, KubeError
+from voiceops_operator.opmetrics import OperatorMetrics, start_metrics_server
+from voiceops_operator.settings import OperatorSettings
+from voiceops_operator.spec import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    InvalidSpec,
+    VoiceService,
+    VoiceServiceSpec,
+    parse_voiceservice,
+)
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "voiceops-operator"
+MIN_WAKE_GAP_SECONDS = 0.2  # coalesce bursts of pod events into one pass
+
+# Reasons of the FailedOver/Degraded conditions when they are False.
+REASON_GPU_TIER_ACTIVE = "GPUTierActive"
+REASON_BOTH_TIERS_SERVING = "BothTiersServing"
+
+_ESCALATIONS = frozenset({"Degraded", "FailedOver"})
+
+
+# --- pure: spec → policy config, decision → patches --------------------------------
+
+
+def policy_config(spec: VoiceServiceSpec) -> policy.PolicyConfig:
+    """The policy's view of a parsed spec."""
+    f = spec.failover
+    return policy.PolicyConfig(
+        memory_high_ratio=f.memory_high_ratio,
+        memory_critical_ratio=f.memory_critical_ratio,
+        window_seconds=f.window_seconds,
+        recover_after_seconds=f.recover_after_seconds,
+        unschedulable_after_seconds=f.unschedulable_after_seconds,
+        crash_loop_restarts=f.crash_loop_restarts,
+        cooldown_seconds=f.cooldown_seconds,
+        fallback_enabled=spec.fallback.enabled,
+        fallback_standby_replicas=spec.fallback.standby_replicas if spec.fallback.enabled else 0,
+        fallback_max_replicas=spec.fallback.max_replicas,
+    )
+
+
+def healing_conditions(
+    conditions: list[dict[str, Any]],
+    decision: policy.Decision,
+    fallback_enabled: bool,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Conditions with Degraded and FailedOver set from the decision; others kept."""
+    phase = decision.phase
+    if phase in _ESCALATIONS:
+        degraded = ("True", decision.reason, decision.message)
+    elif phase == "Recovering":
+        degraded = ("False", policy.REASON_RECOVERING, decision.message)
+    elif phase == "Pending":
+        degraded = ("False", policy.REASON_WAITING_FOR_GPU, decision.message)
+    else:
+        degraded = ("False", policy.REASON_GPU_TIER_HEALTHY, "the GPU tier serves")
+    if phase == "FailedOver":
+        failed = ("True", decision.reason, decision.message)
+    elif not fallback_enabled:
+        failed = (
+            "False",
+            policy.REASON_FALLBACK_DISABLED,
+            "spec.fallback.enabled is false: there is no tier to fail over to",
+        )
+    elif decision.active_tier == "both":
+        failed = ("False", REASON_BOTH_TIERS_SERVING, "the GPU and fallback tiers both serve")
+    else:
+        failed = ("False", REASON_GPU_TIER_ACTIVE, "the front Service selects the GPU tier")
+    out = st.set_condition(conditions, st.DEGRADED, *degraded, generation, now)
+    return st.set_condition(out, st.FAILED_OVER, *failed, generation, now)
+
+
+def healing_status(
+    current: Mapping[str, Any],
+    decision: policy.Decision,
+    fallback_enabled: bool,
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    """The healing-owned part of the status, as a merge patch; {} when nothing changed."""
+    wanted = policy.state_to_status(decision.state, decision.transition)
+    wanted["conditions"] = healing_conditions(
+        list(current.get("conditions") or []), decision, fallback_enabled, generation, now
+    )
+    if not fallback_enabled:
+        wanted.pop("fallback", None)
+    ratio = decision.assessment.memory_used_ratio
+    wanted["gpu"] = {"memoryUsedRatio": None if ratio is None else round(min(ratio, 1.0), 2)}
+    return _merge_patch_diff(current, wanted)
+
+
+def _merge_patch_diff(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The subset of ``wanted`` that a merge patch must carry to make ``current`` agree."""
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        have = current.get(key)
+        if isinstance(value, dict) and value and isinstance(have, dict):
+            sub = _merge_patch_diff(have, value)
+            if sub:
+                patch[key] = sub
+        elif value is None:
+            if have is not None:
+                patch[key] = None
+        elif have != value:
+            patch[key] = value
+    return patch
+
+
+def front_selector_patch(
+    service: Mapping[str, Any] | None, vs: VoiceService, routing: build.Routing
+) -> dict[str, Any] | None:
+    """Merge patch for the front Service's selector, or None when it already agrees."""
+    if service is None:
+        return None  # the spec reconcile creates it, already with this routing
+    desired = build.build_front_service(vs, routing)["spec"]["selector"]
+    actual = (service.get("spec") or {}).get("selector") or {}
+    if actual == desired:
+        return None
+    selector: dict[str, Any] = dict(desired)
+    for key in actual:
+        if key not in desired:
+            selector[key] = None  # merge patch: null deletes the key
+    return {"spec": {"selector": selector}}
+
+
+@dataclass(frozen=True)
+class ScalePatch:
+    api_version: str
+    kind: str
+    name: str
+    patch: dict[str, Any]
+
+
+def fallback_scale_patches(
+    vs: VoiceService,
+    routing: build.Routing,
+    hpa: Mapping[str, Any] | None,
+    deployment: Mapping[str, Any] | None,
+) -> list[ScalePatch]:
+    """Patches that size the fallback tier as routing wants, respecting its HPA."""
+    if not vs.spec.fallback.enabled:
+        return []
+    wanted = build.fallback_replicas(vs.spec, routing)
+    name = build.deployment_name(vs.name, "fallback")
+    out = []
+    replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+    if hpa is not None:
+        if int((hpa.get("spec") or {}).get("minReplicas") or 1) != wanted:
+            out.append(
+                ScalePatch(
+                    "autoscaling/v2",
+                    "HorizontalPodAutoscaler",
+                    build.hpa_name(vs.name, "fallback"),
+                    {"spec": {"minReplicas": wanted}},
+                )
+            )
+        # Raising to the HPA minimum is what the HPA controller does itself;
+        # doing it now saves its sync period. Scaling down is left to the HPA.
+        if deployment is not None and replicas < wanted:
+            out.append(ScalePatch("apps/v1", "Deployment", name, {"spec": {"replicas": wanted}}))
+    elif deployment is not None and replicas != wanted:
+        out.append(ScalePatch("apps/v1", "Deployment", name, {"spec": {"replicas": wanted}}))
+    return out
+
+
+def transition_event(
+    body: Mapping[str, Any], transition: policy.Transition, now: str, instance: str
+) -> dict[str, Any]:
+    """A core/v1 Event about one tier transition."""
+    meta = body["metadata"]
+    warning = transition.to_phase in _ESCALATIONS
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": transition.reason,
+        "message": (
+            f"{transition.from_phase} → {transition.to_phase} "
+            f"(traffic: {transition.from_tier} → {transition.to_tier}): {transition.message}"
+        )[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": f"voiceops.io/{COMPONENT}",
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "action": "FailOver" if transition.to_tier == "fallback" else "Route",
+    }
+
+
+def routing_of(decision: policy.Decision) -> build.Routing:
+    return build.Routing(
+        active_tier=decision.active_tier, fallback_replicas=decision.fallback_replicas
+    )
+
+
+# --- I/O ------------------------------------------------------------------------------
+
+
+def _tier_of(pod: Mapping[str, Any]) -> str:
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(build.LABEL_TIER, ""))
+
+
+@dataclass
+class HealingRuntime:
+    """Process-wide pieces every VoiceService's loop shares (kept in kopf's memo)."""
+
+    settings: OperatorSettings
+    api: KubeApi
+    api_client: client.ApiClient
+    session: aiohttp.ClientSession
+    metrics: OperatorMetrics
+    scraper: observe.PodScraper
+    prometheus: observe.PrometheusSource | None = None
+    wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    instance: str = field(default_factory=socket.gethostname)
+
+    async def list_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        selector = f"{build.LABEL_INSTANCE}={name},{build.LABEL_MANAGED_BY}={build.MANAGED_BY}"
+        try:
+            body = await self.api_client.call_api(
+                f"/api/v1/namespaces/{namespace}/pods",
+                "GET",
+                query_params=[("labelSelector", selector)],
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object"},
+                _return_http_data_only=True,
+                _request_timeout=self.settings.api_timeout_seconds,
+            )
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, str(exc.reason)) from None
+        return list((body or {}).get("items") or [])
+
+    async def create_event(self, event: dict[str, Any]) -> None:
+        namespace = event["metadata"]["namespace"]
+        try:
+            await self.api_client.call_api(
+                f"/api/v1/namespaces/{namespace}/events",
+                "POST",
+                body=event,
+                header_params={"Content-Type": "application/json", "Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                response_types_map={201: "object", 200: "object"},
+                _return_http_data_only=True,
+                _request_timeout=self.settings.api_timeout_seconds,
+            )
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, str(exc.reason)) from None
+
+    async def gpu_metrics(
+        self, namespace: str, gpu_pods: list[dict[str, Any]]
+    ) -> observe.ScrapeResult:
+        if self.prometheus is not None:
+            result = await self.prometheus.scrape(namespace, gpu_pods)
+            kind = "prometheus"
+        else:
+            result = await self.scraper.scrape(gpu_pods)
+            kind = "scrape"
+        if result.errors:
+            self.metrics.observation_errors.labels(kind).inc(len(result.errors))
+        return result
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.api_client.close()
+
+
+class HealingLoop:
+    """One VoiceService's loop state: the policy state and what was last applied."""
+
+    def __init__(self, runtime: HealingRuntime, namespace: str, name: str) -> None:
+        self.runtime = runtime
+        self.namespace = namespace
+        self.name = name
+        self.state: policy.PolicyState | None = None
+        self.applied: build.Routing | None = None  # routing last seen on the children
+        self._stale_rv: str | None = None
+        self._written: dict[str, Any] = {}
+        # Status fields the API server pruned (a CRD without them): never retried.
+        self._pruned: set[str] = set()
+
+    def _current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The body's status, or what we wrote if the body predates that write."""
+        rv = (body.get("metadata") or {}).get("resourceVersion")
+        if self._stale_rv is not None and rv == self._stale_rv:
+            return self._written
+        return dict(body.get("status") or {})
+
+    async def step(self, body: Mapping[str, Any]) -> policy.Decision | None:
+        """One observe → decide → act pass; None when the spec is invalid."""
+        started = time.perf_counter()
+        try:
+            vs = parse_voiceservice(dict(body), self.namespace)
+        except InvalidSpec:
+            return None  # the spec reconcile reports it; nothing to heal
+        config = policy_config(vs.spec)
+        current = self._current_status(body)
+        if self.state is None:
+            self.state = policy.state_from_status(current)
+        pods = await self.runtime.list_pods(self.namespace, self.name)
+        gpu_pods = [p for p in pods if _tier_of(p) == "gpu"]
+        fallback_pods = [p for p in pods if _tier_of(p) == "fallback"]
+        scraped = await self.runtime.gpu_metrics(self.namespace, observe.live_pods(gpu_pods))
+        if scraped.errors:
+            log.debug("%s/%s: unknown metrics: %s", self.namespace, self.name, scraped.errors)
+        observation = observe.build_observation(
+            time.time(),
+            gpu_pods,
+            fallback_pods,
+            scraped.metrics,
+            # The spec's count; an HPA that scaled further shows in the pod count,
+            # which the policy takes the larger of.
+            gpu_replicas=build.gpu_replicas(vs.spec),
+        )
+        decision = policy.decide(config, self.state, observation)
+        await self._act(body, vs, current, decision)
+        self.state = decision.state
+        self.runtime.metrics.reconcile_duration.labels("healing").observe(
+            time.perf_counter() - started
+        )
+        return decision
+
+    async def _act(
+        self,
+        body: Mapping[str, Any],
+        vs: VoiceService,
+        current: dict[str, Any],
+        decision: policy.Decision,
+    ) -> None:
+        rt = self.runtime
+        now = st.now_rfc3339()
+        patch = healing_status(current, decision, vs.spec.fallback.enabled, vs.generation, now)
+        for key in self._pruned:
+            patch.pop(key, None)
+        if patch:
+            meta = body["metadata"]
+            written = await rt.api.patch(
+                API_VERSION, KIND, self.namespace, self.name, {"status": patch}, "status"
+            )
+            self._stale_rv = meta.get("resourceVersion")
+            self._written = dict(written.get("status") or {})
+            pruned = {k for k, v in patch.items() if v is not None and k not in self._written}
+            if pruned - self._pruned:
+                log.warning(
+                    "%s/%s: the API server dropped status fields %s (CRD schema without "
+                    "them); the healing loop keeps them in memory only",
+                    self.namespace,
+                    self.name,
+                    sorted(pruned),
+                )
+                self._pruned |= pruned
+        routing = routing_of(decision)
+        if routing != self.applied:
+            await self._apply_routing(vs, routing)
+            self.applied = routing
+        rt.metrics.set_phase(self.namespace, self.name, decision.phase)
+        t = decision.transition
+        if t is None:
+            return
+        rt.metrics.transitions.labels(t.from_phase, t.to_phase, t.reason).inc()
+        if t.to_phase in _ESCALATIONS or t.to_tier == "fallback":
+            rt.metrics.decision_latency.observe(max(0.0, time.time() - t.signal_since))
+        log.info(
+            "%s/%s: %s → %s (%s): %s",
+            self.namespace,
+            self.name,
+            t.from_phase,
+            t.to_phase,
+            t.reason,
+            t.message,
+        )
+        try:
+            await rt.create_event(transition_event(body, t, now, rt.instance))
+        except KubeError as exc:  # the transition stands; a lost Event is only logged
+            rt.metrics.observation_errors.labels("api").inc()
+            log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+
+    async def _apply_routing(self, vs: VoiceService, routing: build.Routing) -> None:
+        api = self.runtime.api
+        ns = self.namespace
+        front = build.front_service_name(vs.name)
+        service = await api.get("v1", "Service", ns, front)
+        selector = front_selector_patch(service, vs, routing)
+        if selector is not None:
+            await api.patch("v1", "Service", ns, front, selector)
+        if not vs.spec.fallback.enabled:
+            return
+        hpa = None
+        if vs.spec.autoscaling.enabled:
+            hpa = await api.get(
+                "autoscaling/v2", "HorizontalPodAutoscaler", ns, build.hpa_name(vs.name, "fallback")
+            )
+        deployment = await api.get(
+            "apps/v1", "Deployment", ns, build.deployment_name(vs.name, "fallback")
+        )
+        for p in fallback_scale_patches(vs, routing, hpa, deployment):
+            await api.patch(p.api_version, p.kind, ns, p.name, p.patch)
+
+
+async def wait_for_wake(stopped: Any, wake: asyncio.Event, seconds: float) -> bool:
+    """Sleep until the pause ends, a pod event wakes us, or the daemon stops.
+
+    True when a pod event woke us (the caller then lets a burst of events settle).
+    """
+    waiters = [
+        asyncio.ensure_future(wake.wait()),
+        asyncio.ensure_future(stopped.wait()),
+    ]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+        for w in waiters:
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+    woken = wake.is_set()
+    wake.clear()
+    return woken
+
+
+async def run_loop(
+    loop: HealingLoop, body: Mapping[str, Any], stopped: Any, wake: asyncio.Event
+) -> None:
+    """Passes until stopped; one failed pass is logged and retried next interval."""
+    interval = loop.runtime.settings.scrape_interval_seconds
+    while not stopped:
+        pause = interval
+        try:
+            decision = await loop.step(body)
+        except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
+            loop.runtime.metrics.observation_errors.labels("api").inc()
+            log.warning("%s/%s: healing pass failed: %s", loop.namespace, loop.name, exc)
+            loop.applied = None  # re-check the children next time
+            loop.state = None  # and re-read the status
+        else:
+            if decision is not None and decision.recheck_at is not None:
+                # Look again the moment a pending window runs out, not an interval later.
+                pause = min(interval, max(0.05, decision.recheck_at - time.time() + 0.01))
+        if stopped:
+            break
+        if await wait_for_wake(stopped, wake, pause) and not stopped:
+            # Pod events come in bursts (status, conditions, endpoints): one pass for all.
+            await asyncio.sleep(MIN_WAKE_GAP_SECONDS)
+            wake.clear()
+
+
+# --- kopf wiring ------------------------------------------------------------------------
+
+
+async def make_runtime(settings: OperatorSettings, kubeconfig: str | None = None) -> HealingRuntime:
+    """Clients for the API (in-cluster, else kubeconfig) and for scraping pods."""
+    configuration = client.Configuration()
+    if kubeconfig is not None:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+    api_client = client.ApiClient(configuration)
+    # Plenty of connections for scraping many pods; the scraper bounds concurrency.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
+    prometheus = None
+    if settings.prometheus_url:
+        prometheus = observe.PrometheusSource(
+            session, settings.prometheus_url, settings.scrape_timeout_seconds
+        )
+    return HealingRuntime(
+        settings=settings,
+        api=KubeApi(api_client, settings.api_timeout_seconds),
+        api_client=api_client,
+        session=session,
+        metrics=OperatorMetrics(),
+        scraper=observe.PodScraper(session, settings.scrape_timeout_seconds),
+        prometheus=prometheus,
+        instance=os.environ.get("HOSTNAME") or socket.gethostname(),
+    )
+
+
+class _QuietWakeUps(logging.Filter):
+    """Drop kopf's per-event "Handler 'healing-pod-wake' succeeded." (one per pod change)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.INFO and "'healing-pod-wake' succeeded" in record.getMessage()
+        )
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Add the healing daemon, the pod-event wake-up and the /metrics server to ``registry``."""
+    objects_log = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietWakeUps) for f in objects_log.filters):
+        objects_log.addFilter(_QuietWakeUps())
+
+    @kopf.on.startup(registry=registry, id="healing-startup")
+    async def start_healing(memo: kopf.Memo, **_: Any) -> None:
+        runtime = await make_runtime(settings)
+        memo.healing = runtime
+        memo.operator_metrics = runtime.metrics  # the spec reconcile may time itself too
+        if settings.metrics_port:
+            memo.healing_metrics_server = await start_metrics_server(
+                runtime.metrics, settings.metrics_port
+            )
+
+    @kopf.on.cleanup(registry=registry, id="healing-cleanup")
+    async def stop_healing(memo: kopf.Memo, **_: Any) -> None:
+        server = getattr(memo, "healing_metrics_server", None)
+        if server is not None:
+            await server.cleanup()
+        runtime: HealingRuntime | None = getattr(memo, "healing", None)
+        if runtime is not None:
+            await runtime.close()
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id="healing", cancellation_timeout=5.0)
+    async def healing_daemon(
+        stopped: kopf.DaemonStopped,
+        name: str,
+        namespace: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        **_: Any,
+    ) -> None:
+        runtime: HealingRuntime = memo.healing
+        key = (namespace, name)
+        wake = runtime.wakers.setdefault(key, asyncio.Event())
+        try:
+            await run_loop(HealingLoop(runtime, namespace, name), body, stopped, wake)
+        finally:
+            runtime.wakers.pop(key, None)
+            runtime.metrics.forget(namespace, name)
+
+    @kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        registry=registry,
+        id="healing-pod-wake",
+        labels={build.LABEL_MANAGED_BY: build.MANAGED_BY},
+    )
+    async def wake_on_pod_event(
+        labels: Mapping[str, str], namespace: str, memo: kopf.Memo, **_: Any
+    ) -> None:
+        runtime: HealingRuntime | None = getattr(memo, "healing", None)
+        instance = labels.get(build.LABEL_INSTANCE)
+        if runtime is None or not instance:
+            return
+        wake = runtime.wakers.get((namespace, instance))
+        if wake is not None:
+            wake.set()

@@ -1,0 +1,175 @@
+"""A small async Kubernetes REST client for the operator's children (dicts in, dicts out).
+
+Authentication comes from kubernetes_asyncio's config loaders (in-cluster service
+account, else kubeconfig). Transient failures (connection errors, 429, 5xx) are
+retried a bounded number of times; everything else surfaces as KubeError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from voiceops_operator import spec
+
+# (apiVersion, kind) → plural resource name, for every kind the operator touches.
+RESOURCES: dict[tuple[str, str], str] = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    (spec.API_VERSION, spec.KIND): spec.PLURAL,
+}
+MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "voiceops-operator/0.1.0 (spec-reconcile)"
+_TRANSIENT = {429, 500, 502, 503, 504}
+
+
+class KubeError(Exception):
+    """An API call that failed; `status` is the HTTP code (0 = no response)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+def resource_path(
+    api_version: str, kind: str, namespace: str, name: str = "", subresource: str = ""
+) -> str:
+    plural = RESOURCES[(api_version, kind)]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+@dataclasses.dataclass
+class RequestCounts:
+    reads: int = 0
+    writes: int = 0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, KubeError):
+        return exc.status in _TRANSIENT or exc.status == 0
+    return isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError)
+
+
+class KubeApi:
+    """Get/create/patch/delete namespaced objects as dicts."""
+
+    def __init__(self, api_client: client.ApiClient, timeout_seconds: float = 10.0) -> None:
+        self._client = api_client
+        self._timeout = timeout_seconds
+        self.counts = RequestCounts()
+
+    @classmethod
+    async def connect(cls, timeout_seconds: float = 10.0) -> KubeApi:
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+        api_client = client.ApiClient(configuration)
+        api_client.user_agent = USER_AGENT
+        return cls(api_client, timeout_seconds)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._call_once(method, path, body, content_type)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call_once(self, method: str, path: str, body: Any, content_type: str) -> Any:
+        if method == "GET":
+            self.counts.reads += 1
+        else:
+            self.counts.writes += 1
+        try:
+            return await self._client.call_api(
+                path,
+                method,
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                _return_http_data_only=True,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            raise KubeError(exc.status or 0, _message(exc)) from None
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        try:
+            return await self._call("GET", resource_path(api_version, kind, namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"])
+        return await self._call("POST", path, obj)
+
+    async def patch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        path = resource_path(api_version, kind, namespace, name, subresource)
+        return await self._call("PATCH", path, patch, MERGE_PATCH)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await self._call("DELETE", resource_path(api_version, kind, namespace, name), body)
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+def _message(exc: ApiException) -> str:
+    import json
+
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if isinstance(body, str) and body:
+        try:
+            return str(json.loads(body).get("message") or body)
+        except (ValueError, AttributeError):
+            return body
+    return str(exc.reason or "request failed")

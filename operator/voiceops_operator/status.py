@@ -1,0 +1,222 @@
+"""VoiceService status computed from the children. Pure.
+
+The reconcile loop owns observedGeneration, the per-tier replica counts, the
+READY printer string and the Ready/Progressing conditions. The self-healing loop
+owns phase transitions, activeTier, Degraded/FailedOver, failovers,
+lastTransition, gpu.memoryUsedRatio and fallback.desiredReplicas; this module
+keeps whatever it finds there.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+# Condition types.
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+FAILED_OVER = "FailedOver"
+
+
+class Reason:
+    """Condition reasons (CamelCase, as metav1.Condition wants)."""
+
+    SERVING_TIER_READY = "ServingTierReady"
+    NO_READY_REPLICAS = "NoReadyReplicas"
+    INVALID_SPEC = "InvalidSpec"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    RECONCILE_FAILED = "ReconcileFailed"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class TierCounts:
+    """A tier's Deployment as seen in its status."""
+
+    desired: int = 0
+    replicas: int = 0
+    ready: int = 0
+    updated: int = 0
+    rolled_out: bool = True  # controller saw the latest generation and all pods updated
+
+    @classmethod
+    def from_deployment(cls, deployment: dict[str, Any] | None) -> TierCounts:
+        if not deployment:
+            return cls(rolled_out=False)
+        spec = deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        desired = int(spec.get("replicas", 1))
+        updated = int(status.get("updatedReplicas", 0))
+        ready = int(status.get("readyReplicas", 0))
+        seen = int(status.get("observedGeneration", 0)) >= int(
+            deployment.get("metadata", {}).get("generation", 0)
+        )
+        return cls(
+            desired=desired,
+            replicas=int(status.get("replicas", 0)),
+            ready=ready,
+            updated=updated,
+            rolled_out=seen and updated >= desired and ready >= desired,
+        )
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Conditions with one type set; lastTransitionTime moves only when status changes."""
+    out = [dict(c) for c in conditions if c.get("type") != type_]
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    since = now
+    if previous and previous.get("status") == status and previous.get("lastTransitionTime"):
+        since = previous["lastTransitionTime"]
+    condition = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+    index = next((i for i, c in enumerate(conditions) if c.get("type") == type_), len(out))
+    out.insert(min(index, len(out)), condition)
+    return out
+
+
+def condition_status(status: dict[str, Any], type_: str) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_:
+            return condition.get("status")
+    return None
+
+
+def ready_string(gpu: TierCounts, fallback: TierCounts | None) -> str:
+    """The READY printer column: 'gpu 1/1 · cpu 1/1'."""
+    cpu = f"cpu {fallback.ready}/{fallback.desired}" if fallback else "cpu off"
+    return f"gpu {gpu.ready}/{gpu.desired} · {cpu}"
+
+
+def serving_ready(active_tier: str, gpu: TierCounts, fallback: TierCounts | None) -> bool:
+    """Ready only when the tier the front Service selects really has ready pods."""
+    fallback_ready = fallback.ready if fallback else 0
+    if active_tier == "fallback":
+        return fallback_ready > 0
+    if active_tier == "both":
+        return gpu.ready > 0 or fallback_ready > 0
+    return gpu.ready > 0
+
+
+def compute_status(
+    current: dict[str, Any],
+    *,
+    generation: int,
+    active_tier: str,
+    gpu: TierCounts,
+    fallback: TierCounts | None,
+    now: str,
+) -> dict[str, Any]:
+    """The new status (a copy of `current` with the reconcile-owned fields updated)."""
+    new = copy.deepcopy(current) if current else {}
+    new["observedGeneration"] = generation
+    new.setdefault("activeTier", active_tier)
+    new["gpu"] = {**(new.get("gpu") or {}), "replicas": gpu.replicas, "readyReplicas": gpu.ready}
+    if fallback is not None:
+        new["fallback"] = {
+            **(new.get("fallback") or {}),
+            "replicas": fallback.replicas,
+            "readyReplicas": fallback.ready,
+        }
+    else:
+        new.pop("fallback", None)
+    new["ready"] = ready_string(gpu, fallback)
+    ready = serving_ready(new["activeTier"], gpu, fallback)
+    tier_word = {"gpu": "GPU tier", "fallback": "fallback tier", "both": "both tiers"}.get(
+        new["activeTier"], new["activeTier"]
+    )
+    conditions = list(new.get("conditions") or [])
+    if ready:
+        conditions = set_condition(
+            conditions,
+            READY,
+            "True",
+            Reason.SERVING_TIER_READY,
+            f"serving from the {tier_word}: {new['ready']}",
+            generation,
+            now,
+        )
+    else:
+        conditions = set_condition(
+            conditions,
+            READY,
+            "False",
+            Reason.NO_READY_REPLICAS,
+            f"no ready pods in the {tier_word}: {new['ready']}",
+            generation,
+            now,
+        )
+    rolled_out = gpu.rolled_out and (fallback is None or fallback.rolled_out)
+    conditions = set_condition(
+        conditions,
+        PROGRESSING,
+        "False" if rolled_out else "True",
+        Reason.ROLLOUT_COMPLETE if rolled_out else Reason.ROLLING_OUT,
+        "all tiers rolled out" if rolled_out else f"rolling out: {new['ready']}",
+        generation,
+        now,
+    )
+    new["conditions"] = conditions
+    # Phase belongs to the self-healing loop once it has set one beyond Pending.
+    if new.get("phase") in (None, "Pending"):
+        new["phase"] = "Serving" if ready else "Pending"
+    return new
+
+
+def invalid_spec_status(
+    current: dict[str, Any], *, generation: int, message: str, now: str
+) -> dict[str, Any]:
+    """Status for a spec the operator refuses: Ready False with the reason."""
+    new = copy.deepcopy(current) if current else {}
+    new["observedGeneration"] = generation
+    new.setdefault("phase", "Pending")
+    conditions = list(new.get("conditions") or [])
+    conditions = set_condition(
+        conditions, READY, "False", Reason.INVALID_SPEC, message, generation, now
+    )
+    conditions = set_condition(
+        conditions, PROGRESSING, "False", Reason.INVALID_SPEC, message, generation, now
+    )
+    new["conditions"] = conditions
+    return new
+
+
+def failed_reconcile_status(
+    current: dict[str, Any], *, generation: int, message: str, now: str
+) -> dict[str, Any]:
+    new = copy.deepcopy(current) if current else {}
+    conditions = list(new.get("conditions") or [])
+    new["conditions"] = set_condition(
+        conditions, PROGRESSING, "False", Reason.RECONCILE_FAILED, message, generation, now
+    )
+    return new
+
+
+def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Top-level keys that differ (a merge patch of the status); {} when equal."""
+    current = current or {}
+    patch = {k: v for k, v in new.items() if current.get(k) != v}
+    for key in current:
+        if key not in new:
+            patch[key] = None
+    return patch

@@ -1,0 +1,184 @@
+"""A tiny kube-proxy for the simulated cluster: each Service port gets a loopback address.
+
+Every Service with a selector is served on ``127.0.1.N:<port>`` (one address
+per Service, N from 1..250; ports below 1024 are shifted by +8000 so no
+privileges are needed). Each new TCP connection goes to a Ready pod that
+matches the Service's selector *at that moment* (round robin), so a selector
+change (the operator switching tiers) moves new traffic at once, as it does
+with kube-proxy. Connections already open stay where they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .deployments import pod_is_ready
+from .selectors import Requirement, labels_match
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class _Listener:
+    address: str
+    port: int
+    target_port: Any
+    server: asyncio.AbstractServer
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+
+def local_port(port: int) -> int:
+    """The loopback port a Service port is served on (privileged ports shifted by 8000)."""
+    return port + 8000 if port < 1024 else port
+
+
+def _target_port(pod: Obj, target: Any) -> int | None:
+    if isinstance(target, int):
+        return target
+    if isinstance(target, str) and target.isdigit():
+        return int(target)
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return None
+
+
+class ServiceProxy:
+    """Loopback listeners for Services; endpoints looked up per connection."""
+
+    def __init__(self, list_objects: Callable[[str, str], list[Obj]]) -> None:
+        self._list = list_objects  # (plural, namespace) -> objects
+        self.addresses: dict[tuple[str, str], str] = {}
+        self.listeners: dict[tuple[str, str, int], _Listener] = {}
+        self._free = [f"127.0.1.{n}" for n in range(1, 251)]
+
+    def url(self, namespace: str, name: str, port: int | None = None) -> str:
+        """``http://127.0.1.N:P`` for a Service (its first port unless ``port``)."""
+        for (ns, svc, svc_port), listener in self.listeners.items():
+            if (ns, svc) == (namespace, name) and port in (None, svc_port):
+                return f"http://{listener.address}:{listener.port}"
+        raise LookupError(f"service {namespace}/{name} has no proxied port {port or ''}".strip())
+
+    def endpoints(self, namespace: str, name: str) -> list[str]:
+        """``ip:port`` of the Ready pods a Service selects now (first port)."""
+        svc = next(
+            (s for s in self._list("services", namespace) if s["metadata"]["name"] == name), None
+        )
+        if svc is None:
+            return []
+        ports = (svc.get("spec") or {}).get("ports") or [{}]
+        target = ports[0].get("targetPort", ports[0].get("port"))
+        result = []
+        for pod in self._ready_pods(svc):
+            port = _target_port(pod, target)
+            if port is not None:
+                result.append(f"{pod['status']['podIP']}:{port}")
+        return result
+
+    def _ready_pods(self, svc: Obj) -> list[Obj]:
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        if not selector:
+            return []
+        reqs = [Requirement(k, "=", (str(v),)) for k, v in selector.items()]
+        pods = self._list("pods", svc["metadata"]["namespace"])
+        return [
+            p
+            for p in pods
+            if labels_match(reqs, p["metadata"].get("labels"))
+            and pod_is_ready(p)
+            and (p.get("status") or {}).get("podIP")
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+
+    async def sync(self, services: list[Obj]) -> None:
+        """Open listeners for new Service ports, close those of deleted Services."""
+        wanted: dict[tuple[str, str, int], Obj] = {}
+        for svc in services:
+            if not (svc.get("spec") or {}).get("selector"):
+                continue
+            for port in (svc.get("spec") or {}).get("ports") or []:
+                key = (svc["metadata"]["namespace"], svc["metadata"]["name"], int(port["port"]))
+                wanted[key] = port
+        for key in [k for k in self.listeners if k not in wanted]:
+            await self._close(key)
+        for key, port in wanted.items():
+            if key in self.listeners:
+                self.listeners[key].target_port = port.get("targetPort", port["port"])
+                continue
+            ns, name, svc_port = key
+            address = self.addresses.get((ns, name))
+            if address is None:
+                if not self._free:
+                    log.warning("no loopback address left for service %s/%s", ns, name)
+                    continue
+                address = self.addresses[(ns, name)] = self._free.pop(0)
+            try:
+                server = await asyncio.start_server(
+                    lambda r, w, k=key: self._forward(k, r, w), address, local_port(svc_port)
+                )
+            except OSError as exc:
+                log.warning(
+                    "cannot proxy service %s/%s on %s:%s: %s",
+                    ns,
+                    name,
+                    address,
+                    local_port(svc_port),
+                    exc,
+                )
+                continue
+            self.listeners[key] = _Listener(
+                address, local_port(svc_port), port.get("targetPort", svc_port), server
+            )
+
+    async def _close(self, key: tuple[str, str, int]) -> None:
+        listener = self.listeners.pop(key)
+        listener.server.close()
+        with contextlib.suppress(Exception):
+            await listener.server.wait_closed()
+        ns, name, _ = key
+        if not any(k[:2] == (ns, name) for k in self.listeners):
+            self._free.append(self.addresses.pop((ns, name)))
+
+    async def close(self) -> None:
+        for key in list(self.listeners):
+            await self._close(key)
+
+    async def _forward(
+        self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        ns, name, _ = key
+        listener = self.listeners.get(key)
+        svc = next((s for s in self._list("services", ns) if s["metadata"]["name"] == name), None)
+        pods = self._ready_pods(svc) if svc is not None and listener is not None else []
+        if not pods or listener is None:
+            writer.close()  # no endpoints: kube-proxy rejects the connection too
+            return
+        pod = pods[next(listener.counter) % len(pods)]
+        port = _target_port(pod, listener.target_port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(pod["status"]["podIP"], port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(
+            _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+        )
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()

@@ -1,0 +1,316 @@
+"""Builders: one test group per object, plus build_all's set of children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import manifest
+from voiceops_contract import metrics, pod
+from voiceops_operator import build
+from voiceops_operator.build import Routing
+from voiceops_operator.settings import OperatorSettings
+from voiceops_operator.spec import VoiceService, parse_voiceservice
+
+TIER_LABELS = {
+    "app.kubernetes.io/name": "voiceops-service",
+    "app.kubernetes.io/instance": "tts",
+    "app.kubernetes.io/part-of": "voiceops",
+    "app.kubernetes.io/managed-by": "voiceops-operator",
+}
+
+
+def vs_of(spec: dict[str, Any] | None = None, uid: str = "") -> VoiceService:
+    body = manifest(spec)
+    if uid:
+        body["metadata"]["uid"] = uid
+    return parse_voiceservice(body)
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_gpu_deployment_names_labels_and_selector(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(vs_of(), settings)
+    assert dep["metadata"]["name"] == "tts-gpu"
+    assert dep["metadata"]["labels"] == {
+        **TIER_LABELS,
+        "app.kubernetes.io/component": "gpu-tier",
+        "voiceops.io/tier": "gpu",
+    }
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/instance": "tts",
+        "voiceops.io/tier": "gpu",
+    }
+    template_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
+    assert "ownerReferences" not in dep["metadata"]
+
+
+def test_gpu_deployment_requests_gpus_and_places_on_gpu_nodes(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(
+        vs_of(
+            {
+                "gpu": {
+                    "count": 2,
+                    "nodeSelector": {"gpu": "h100"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                }
+            }
+        ),
+        settings,
+    )
+    resources = container_of(dep)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "2"
+    assert resources["requests"]["nvidia.com/gpu"] == "2"
+    pod_spec = dep["spec"]["template"]["spec"]
+    assert pod_spec["nodeSelector"] == {"gpu": "h100"}
+    assert pod_spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod_spec["tolerations"][0]["operator"] == "Exists"
+    assert container_of(dep)["image"] == settings.service_gpu_image
+
+
+def test_gpu_count_zero_requests_no_gpu(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(vs_of({"gpu": {"count": 0}}), settings)
+    assert "nvidia.com/gpu" not in container_of(dep)["resources"].get("limits", {})
+    assert env_of(dep)[pod.ENV_DEVICE] == "cpu"
+
+
+def test_gpu_env_follows_the_contract(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(
+        vs_of({"serving": {"port": 9000, "maxConcurrency": 3, "batch": {"maxSize": 2}}}), settings
+    )
+    env = env_of(dep)
+    assert env[pod.ENV_ENGINE] == "vits"
+    assert env[pod.ENV_VOICE] == "en_US-joe-medium"
+    assert env[pod.ENV_TIER] == "gpu"
+    assert env[pod.ENV_PORT] == "9000"
+    assert env[pod.ENV_MAX_CONCURRENCY] == "3"
+    assert env[pod.ENV_BATCH_MAX_SIZE] == "2"
+    assert env[pod.ENV_BATCH_MAX_DELAY_MS] == "10"
+    assert env[pod.ENV_MAX_QUEUE] == "64"
+    assert env[pod.ENV_REQUEST_TIMEOUT_SECONDS] == "30"
+    assert env[pod.ENV_MAX_INPUT_CHARS] == "4096"
+    assert env[pod.ENV_FALLBACK_ENGINE] == "espeak"
+    assert env[pod.ENV_FAULT_INJECTION] == "false"
+    assert pod.ENV_FAULT_TOKEN not in env
+    assert env[pod.ENV_MODEL_PATH] == ""
+    assert container_of(dep)["ports"] == [
+        {"name": "http", "containerPort": 9000, "protocol": "TCP"}
+    ]
+
+
+def test_pvc_model_is_mounted_read_only(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(vs_of({"model": {"uri": "pvc://models/piper/joe"}}), settings)
+    pod_spec = dep["spec"]["template"]["spec"]
+    volume = next(v for v in pod_spec["volumes"] if v["name"] == "model")
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    mount = next(m for m in container_of(dep)["volumeMounts"] if m["name"] == "model")
+    assert mount["readOnly"] is True
+    assert env_of(dep)[pod.ENV_MODEL_PATH] == mount["mountPath"] + "/piper/joe"
+
+
+def test_file_model_sets_path_without_volume(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(vs_of({"model": {"uri": "file:///opt/voices/x"}}), settings)
+    assert env_of(dep)[pod.ENV_MODEL_PATH] == "/opt/voices/x"
+    assert [v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+
+
+def test_probes_hit_the_service_paths_with_overrides(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(
+        vs_of({"probes": {"liveness": {"periodSeconds": 30, "failureThreshold": 7}}}), settings
+    )
+    container = container_of(dep)
+    assert container["livenessProbe"]["httpGet"]["path"] == pod.PATH_LIVE
+    assert container["readinessProbe"]["httpGet"]["path"] == pod.PATH_READY
+    assert container["startupProbe"]["httpGet"]["path"] == pod.PATH_READY
+    assert container["livenessProbe"]["httpGet"]["port"] == "http"
+    assert container["livenessProbe"]["periodSeconds"] == 30
+    assert container["livenessProbe"]["failureThreshold"] == 7
+    assert container["startupProbe"]["failureThreshold"] == 60
+
+
+def test_prometheus_annotations_and_spread(settings: OperatorSettings) -> None:
+    dep = build.build_gpu_deployment(vs_of(), settings)
+    annotations = dep["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8000",
+        "prometheus.io/path": pod.PATH_METRICS,
+    }
+    spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"] == build.tier_selector("tts", "gpu")
+
+
+def test_replicas_follow_autoscaling(settings: OperatorSettings) -> None:
+    on = vs_of({"autoscaling": {"minReplicas": 2, "maxReplicas": 5}, "replicas": 7})
+    off = vs_of({"autoscaling": {"enabled": False}, "replicas": 3})
+    assert build.build_gpu_deployment(on, settings)["spec"]["replicas"] == 2
+    assert build.build_gpu_deployment(off, settings)["spec"]["replicas"] == 3
+
+
+def test_fallback_deployment_runs_on_cpu(settings: OperatorSettings) -> None:
+    dep = build.build_fallback_deployment(vs_of(), Routing(), settings)
+    assert dep["metadata"]["name"] == "tts-fallback"
+    assert dep["metadata"]["labels"]["voiceops.io/tier"] == "fallback"
+    assert dep["metadata"]["labels"]["app.kubernetes.io/component"] == "fallback-tier"
+    env = env_of(dep)
+    assert env[pod.ENV_ENGINE] == "espeak"
+    assert env[pod.ENV_DEVICE] == "cpu"
+    assert env[pod.ENV_FALLBACK_ENGINE] == ""
+    resources = container_of(dep)["resources"]
+    assert not any(k.endswith("/gpu") for k in resources.get("limits", {}))
+    pod_spec = dep["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod_spec
+    assert "tolerations" not in pod_spec
+    assert container_of(dep)["image"] == settings.service_image
+    assert dep["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize(("wanted", "expected"), [(None, 2), (1, 2), (3, 3), (50, 5)])
+def test_fallback_replicas_follow_routing_within_bounds(
+    settings: OperatorSettings, wanted: int | None, expected: int
+) -> None:
+    vs = vs_of({"fallback": {"standbyReplicas": 2, "maxReplicas": 5}})
+    routing = Routing(active_tier="fallback", fallback_replicas=wanted)
+    assert build.build_fallback_deployment(vs, routing, settings)["spec"]["replicas"] == expected
+    assert build.build_fallback_hpa(vs, routing)["spec"]["minReplicas"] == expected
+    assert build.build_fallback_hpa(vs, routing)["spec"]["maxReplicas"] == 5
+
+
+@pytest.mark.parametrize(
+    ("tier", "selector"),
+    [
+        ("gpu", {"voiceops.io/tier": "gpu"}),
+        ("fallback", {"voiceops.io/tier": "fallback"}),
+        ("both", {}),
+    ],
+)
+def test_front_service_selects_the_active_tier(tier: str, selector: dict) -> None:
+    svc = build.build_front_service(vs_of(), Routing(active_tier=tier))  # type: ignore[arg-type]
+    assert svc["metadata"]["name"] == "tts"
+    assert svc["spec"]["selector"] == {
+        "app.kubernetes.io/name": "voiceops-service",
+        "app.kubernetes.io/instance": "tts",
+        **selector,
+    }
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_front_service_ignores_fallback_routing_when_fallback_is_off() -> None:
+    svc = build.build_front_service(
+        vs_of({"fallback": {"enabled": False}}), Routing(active_tier="fallback")
+    )
+    assert svc["spec"]["selector"]["voiceops.io/tier"] == "gpu"
+
+
+def test_tier_services() -> None:
+    for tier in ("gpu", "fallback"):
+        svc = build.build_tier_service(vs_of(), tier)  # type: ignore[arg-type]
+        assert svc["metadata"]["name"] == f"tts-{tier}"
+        assert svc["spec"]["selector"] == build.tier_selector("tts", tier)  # type: ignore[arg-type]
+
+
+def test_gpu_hpa_uses_in_flight_metric_when_declared() -> None:
+    hpa = build.build_gpu_hpa(
+        vs_of({"autoscaling": {"metric": "inFlight", "targetInFlightPerPod": 6, "maxReplicas": 9}})
+    )
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "tts-gpu",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 9)
+    metric = hpa["spec"]["metrics"][0]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == metrics.HPA_IN_FLIGHT_METRIC
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "6"}
+
+
+def test_gpu_hpa_falls_back_to_cpu_utilisation() -> None:
+    hpa = build.build_gpu_hpa(vs_of({"autoscaling": {"targetCPUUtilizationPercentage": 55}}))
+    metric = hpa["spec"]["metrics"][0]
+    assert metric["type"] == "Resource"
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 55}
+
+
+def test_fallback_hpa_scales_on_cpu() -> None:
+    hpa = build.build_fallback_hpa(vs_of(), Routing())
+    assert hpa["metadata"]["name"] == "tts-fallback"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "tts-fallback"
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_pdb_per_tier() -> None:
+    for tier in ("gpu", "fallback"):
+        pdb = build.build_pdb(vs_of(), tier)  # type: ignore[arg-type]
+        assert pdb["metadata"]["name"] == f"tts-{tier}"
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert pdb["spec"]["selector"]["matchLabels"] == build.tier_selector("tts", tier)  # type: ignore[arg-type]
+
+
+def kinds_and_names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def test_build_all_default_set(settings: OperatorSettings) -> None:
+    assert kinds_and_names(build.build_all(vs_of(), Routing(), settings)) == {
+        ("Deployment", "tts-gpu"),
+        ("Deployment", "tts-fallback"),
+        ("Service", "tts"),
+        ("Service", "tts-gpu"),
+        ("Service", "tts-fallback"),
+        ("HorizontalPodAutoscaler", "tts-gpu"),
+        ("HorizontalPodAutoscaler", "tts-fallback"),
+        ("PodDisruptionBudget", "tts-gpu"),
+        ("PodDisruptionBudget", "tts-fallback"),
+    }
+
+
+def test_build_all_without_autoscaling_or_fallback(settings: OperatorSettings) -> None:
+    off = kinds_and_names(
+        build.build_all(vs_of({"autoscaling": {"enabled": False}}), Routing(), settings)
+    )
+    assert not {k for k, _ in off} & {"HorizontalPodAutoscaler"}
+    gpu_only = kinds_and_names(
+        build.build_all(vs_of({"fallback": {"enabled": False}}), Routing(), settings)
+    )
+    assert not any(name.endswith("-fallback") for _, name in gpu_only)
+    assert ("Service", "tts") in gpu_only
+
+
+def test_build_all_adds_owner_references_when_uid_known(settings: OperatorSettings) -> None:
+    for obj in build.build_all(vs_of(uid="1234"), Routing(), settings):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref["uid"] == "1234"
+        assert ref["kind"] == "VoiceService"
+        assert ref["controller"]
+
+
+def test_every_possible_child_is_listed_for_cleanup(settings: OperatorSettings) -> None:
+    possible = {(k, n) for _, k, n in build.possible_children("tts")}
+    assert kinds_and_names(build.build_all(vs_of(), Routing(), settings)) <= possible
+
+
+def test_hpa_targets() -> None:
+    objects = [build.build_gpu_hpa(vs_of()), build.build_fallback_hpa(vs_of(), Routing())]
+    assert build.hpa_targets(objects) == {"tts-gpu", "tts-fallback"}
+
+
+def test_routing_from_status() -> None:
+    from voiceops_operator.spec import parse_spec, parse_status
+
+    spec_on, spec_off = parse_spec({}), parse_spec({"fallback": {"enabled": False}})
+    status = parse_status({"activeTier": "fallback", "fallback": {"desiredReplicas": 3}})
+    assert build.routing_from_status(status, spec_on) == Routing("fallback", 3)
+    assert build.routing_from_status(status, spec_off) == Routing("gpu", None)
+    assert build.routing_from_status(parse_status({}), spec_on) == Routing("gpu", None)

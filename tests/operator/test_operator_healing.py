@@ -1,0 +1,213 @@
+"""The healing loop's pure helpers: conditions, status and routing patches, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from voiceops_operator import build, healing, opmetrics, policy
+from voiceops_operator import status as st
+from voiceops_operator.spec import parse_voiceservice
+
+T0 = 1_800_000_000.0
+NOW = "2027-01-15T08:00:00Z"
+
+
+def vs_manifest(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "voiceops.io/v1alpha1",
+        "kind": "VoiceService",
+        "metadata": {"name": "tts", "namespace": "ns", "uid": "u-1", "generation": 3},
+        "spec": spec,
+    }
+
+
+VS = parse_voiceservice(vs_manifest())
+CFG = healing.policy_config(VS.spec)
+
+
+def decide_from(state: policy.PolicyState, *ratios: float) -> policy.Decision:
+    pods = tuple(
+        policy.PodObservation(name=f"p{i}", metrics=policy.GPUMetrics(r))
+        for i, r in enumerate(ratios)
+    )
+    return policy.decide(CFG, state, policy.Observation(time=T0, gpu_pods=pods))
+
+
+def failed_over_decision() -> policy.Decision:
+    state = policy.PolicyState(phase="Serving", signals={policy.SIGNAL_FAILURE: T0 - 100})
+    d = decide_from(state, 0.99)
+    assert d.phase == "FailedOver"
+    return d
+
+
+def test_policy_config_follows_the_spec_defaults() -> None:
+    assert CFG.memory_high_ratio == VS.spec.failover.memory_high_ratio
+    assert CFG.window_seconds == VS.spec.failover.window_seconds
+    assert CFG.cooldown == VS.spec.failover.cooldown_seconds
+    assert CFG.fallback_standby_replicas == VS.spec.fallback.standby_replicas
+    off = parse_voiceservice(vs_manifest(fallback={"enabled": False}))
+    assert healing.policy_config(off.spec).fallback_enabled is False
+
+
+def test_conditions_when_failed_over_keep_other_types() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "X", "lastTransitionTime": NOW}
+    d = failed_over_decision()
+    conds = healing.healing_conditions([ready], d, True, 3, NOW)
+    by_type = {c["type"]: c for c in conds}
+    assert by_type["Ready"] == ready
+    assert by_type["Degraded"]["status"] == "True"
+    assert by_type["FailedOver"]["status"] == "True"
+    assert by_type["FailedOver"]["reason"] == policy.REASON_GPU_MEMORY_CRITICAL
+    assert by_type["FailedOver"]["observedGeneration"] == 3
+
+
+def test_conditions_without_fallback_say_so() -> None:
+    d = decide_from(policy.PolicyState(phase="Serving"), 0.5)
+    conds = healing.healing_conditions([], d, False, 1, NOW)
+    failed = next(c for c in conds if c["type"] == st.FAILED_OVER)
+    assert failed["status"] == "False"
+    assert failed["reason"] == policy.REASON_FALLBACK_DISABLED
+
+
+def test_status_patch_is_empty_when_nothing_changed() -> None:
+    d = failed_over_decision()
+    first = healing.healing_status({}, d, True, 3, NOW)
+    assert first["phase"] == "FailedOver"
+    assert first["activeTier"] == "fallback"
+    assert first["failovers"] == 1
+    assert first["lastTransition"]["to"] == "FailedOver"
+    assert first["gpu"] == {"memoryUsedRatio": 0.99}
+    # Apply the patch the way a merge patch would, with fields the core owns alongside.
+    current = {
+        **first,
+        "gpu": {**first["gpu"], "replicas": 1, "readyReplicas": 1},
+        "fallback": {**first["fallback"], "replicas": 1, "readyReplicas": 1},
+        "observedGeneration": 3,
+    }
+    steady = policy.decide(CFG, d.state, policy.Observation(time=T0 + 1, gpu_pods=()))
+    assert steady.transition is None
+    # Same phase and tier; only the signals moved (no GPU pod: still failing).
+    patch = healing.healing_status(current, steady, True, 3, "2027-01-15T08:00:09Z")
+    assert set(patch) <= {"healing", "gpu"}
+    assert "conditions" not in patch
+
+
+def test_status_patch_changes_only_the_ratio() -> None:
+    d = decide_from(policy.PolicyState(phase="Serving", fallback_replicas=1), 0.5)
+    current = healing.healing_status({}, d, True, 3, NOW)
+    d2 = policy.decide(
+        CFG,
+        d.state,
+        policy.Observation(
+            time=T0 + 1, gpu_pods=(policy.PodObservation("p0", metrics=policy.GPUMetrics(0.6)),)
+        ),
+    )
+    patch = healing.healing_status(current, d2, True, 3, NOW)
+    assert patch == {"gpu": {"memoryUsedRatio": 0.6}}
+
+
+@pytest.mark.parametrize(
+    ("tier", "expected"),
+    [
+        ("fallback", {build.LABEL_TIER: "fallback"}),
+        ("both", {build.LABEL_TIER: None}),
+    ],
+)
+def test_front_selector_patch(tier: str, expected: dict[str, Any]) -> None:
+    service = build.build_front_service(VS, build.Routing("gpu"))
+    patch = healing.front_selector_patch(service, VS, build.Routing(tier))  # type: ignore[arg-type]
+    assert patch is not None
+    selector = patch["spec"]["selector"]
+    assert selector[build.LABEL_TIER] == expected[build.LABEL_TIER]
+    assert selector[build.LABEL_INSTANCE] == "tts"
+    # Already right: nothing to write.
+    right = build.build_front_service(VS, build.Routing(tier))  # type: ignore[arg-type]
+    assert healing.front_selector_patch(right, VS, build.Routing(tier)) is None  # type: ignore[arg-type]
+
+
+def test_front_selector_stays_on_gpu_without_fallback() -> None:
+    off = parse_voiceservice(vs_manifest(fallback={"enabled": False}))
+    service = build.build_front_service(off, build.Routing("gpu"))
+    assert healing.front_selector_patch(service, off, build.Routing("fallback")) is None
+
+
+def test_scale_patches_respect_the_hpa() -> None:
+    routing = build.Routing("fallback", fallback_replicas=3)
+    hpa = build.build_fallback_hpa(VS, build.Routing())
+    deployment = build.build_fallback_deployment(VS, build.Routing(), _settings())
+    patches = healing.fallback_scale_patches(VS, routing, hpa, deployment)
+    assert [(p.kind, p.patch) for p in patches] == [
+        ("HorizontalPodAutoscaler", {"spec": {"minReplicas": 3}}),
+        ("Deployment", {"spec": {"replicas": 3}}),
+    ]
+    # Back to standby: only the HPA minimum moves; the HPA scales the pods down itself.
+    scaled = {**deployment, "spec": {**deployment["spec"], "replicas": 3}}
+    hpa3 = {**hpa, "spec": {**hpa["spec"], "minReplicas": 3}}
+    patches = healing.fallback_scale_patches(VS, build.Routing("gpu", 1), hpa3, scaled)
+    assert [(p.kind, p.patch) for p in patches] == [
+        ("HorizontalPodAutoscaler", {"spec": {"minReplicas": 1}}),
+    ]
+
+
+def test_scale_patches_without_hpa_set_replicas() -> None:
+    no_hpa = parse_voiceservice(vs_manifest(autoscaling={"enabled": False}))
+    deployment = build.build_fallback_deployment(no_hpa, build.Routing(), _settings())
+    patches = healing.fallback_scale_patches(no_hpa, build.Routing("both", 2), None, deployment)
+    assert [(p.kind, p.patch) for p in patches] == [("Deployment", {"spec": {"replicas": 2}})]
+    same = healing.fallback_scale_patches(no_hpa, build.Routing("gpu", 1), None, deployment)
+    assert same == []
+
+
+def test_transition_event_shape() -> None:
+    d = failed_over_decision()
+    assert d.transition is not None
+    event = healing.transition_event(vs_manifest(), d.transition, NOW, "op-0")
+    assert event["type"] == "Warning"
+    assert event["reason"] == policy.REASON_GPU_MEMORY_CRITICAL
+    assert event["involvedObject"]["kind"] == "VoiceService"
+    assert event["involvedObject"]["uid"] == "u-1"
+    assert "Serving → FailedOver" in event["message"]
+    assert event["metadata"]["generateName"] == "tts."
+
+
+def _settings():
+    from voiceops_operator.settings import OperatorSettings
+
+    return OperatorSettings()
+
+
+async def test_operator_metrics_served_over_http() -> None:
+    metrics = opmetrics.OperatorMetrics()
+    metrics.transitions.labels("Serving", "FailedOver", "GPUMemoryCritical").inc()
+    metrics.decision_latency.observe(2.4)
+    metrics.observation_errors.labels("scrape").inc(3)
+    metrics.reconcile_duration.labels("healing").observe(0.01)
+    metrics.set_phase("ns", "tts", "FailedOver")
+    runner = await opmetrics.start_metrics_server(metrics, 0, host="127.0.0.1")
+    try:
+        port = runner.addresses[0][1]
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+    finally:
+        await runner.cleanup()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    key = (("from", "Serving"), ("reason", "GPUMemoryCritical"), ("to", "FailedOver"))
+    assert samples[(opmetrics.TRANSITIONS_TOTAL, key)] == 1
+    assert samples[(opmetrics.DECISION_LATENCY_SECONDS + "_count", ())] == 1
+    assert samples[(opmetrics.OBSERVATION_ERRORS_TOTAL, (("kind", "scrape"),))] == 3
+    assert samples[(opmetrics.RECONCILE_DURATION_SECONDS + "_count", (("loop", "healing"),))] == 1
+    phase = (("name", "tts"), ("namespace", "ns"), ("phase", "FailedOver"))
+    assert samples[(opmetrics.VOICESERVICE_PHASE, phase)] == 1
+    metrics.forget("ns", "tts")
+    assert b'name="tts"' not in metrics.exposition()

@@ -1,0 +1,325 @@
+"""The healing loop against the Kubernetes API emulator (a test double) over HTTP.
+
+Real pieces: the emulator's HTTP API, kubernetes_asyncio, the core's reconcile
+(creates the children), the healing loop's scraping over loopback HTTP and its
+patches and Events. Simulated: the pods themselves — stored in the emulator
+with the status a kubelet would write, their /metrics served by small
+loopback HTTP servers in the contract's format. (The full operator process
+with real service processes is in test_operator_healing_e2e.py.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from voiceops_contract import metrics as m
+from voiceops_operator import build, healing
+from voiceops_operator.reconcile import Reconciler
+from voiceops_operator.settings import OperatorSettings
+from voiceops_sim.apiserver import KubeApiEmulator
+
+ROOT = Path(__file__).resolve().parents[2]
+GIB = 1 << 30
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakePodMetrics:
+    """One loopback /metrics endpoint in the service's format, with a settable ratio."""
+
+    def __init__(self) -> None:
+        self.ratio = 0.4
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        async def metrics(_: web.Request) -> web.Response:
+            used = int(self.ratio * 16 * GIB)
+            return web.Response(
+                text=(
+                    f'{m.GPU_MEMORY_USED_BYTES.name}{{gpu="0"}} {used}\n'
+                    f'{m.GPU_MEMORY_TOTAL_BYTES.name}{{gpu="0"}} {16 * GIB}\n'
+                    f"{m.CUDA_OOM_TOTAL.name} 0\n{m.REQUESTS_IN_FLIGHT.name} 1\n"
+                    f"{m.DEGRADED.name} 0\n"
+                )
+            )
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.port = self.runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def pod(name: str, instance: str, tier: str, namespace: str, port: int, ready: bool = True):
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": str(uuid.uuid4()),
+            "labels": build.labels(instance, tier),  # type: ignore[arg-type]
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "service",
+                    "image": "voiceops/service:0.1.0",
+                    "ports": [{"name": "http", "containerPort": port}],
+                }
+            ]
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": "True" if ready else "False"},
+            ],
+            "containerStatuses": [
+                {"name": "service", "ready": ready, "restartCount": 0, "state": {"running": {}}}
+            ],
+        },
+    }
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[KubeApiEmulator]:
+    emu = KubeApiEmulator(crd_files=[ROOT / "crds" / "voiceservice.yaml"], bookmark_interval=0.5)
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@pytest.fixture
+async def runtime(emulator: KubeApiEmulator, tmp_path: Path) -> AsyncIterator[Any]:
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    settings = OperatorSettings(scrape_interval_seconds=0.2, scrape_timeout_seconds=0.5)
+    rt = await healing.make_runtime(settings, str(kubeconfig))
+    try:
+        yield rt
+    finally:
+        await rt.close()
+
+
+@pytest.fixture
+async def gpu_metrics() -> AsyncIterator[FakePodMetrics]:
+    server = FakePodMetrics()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def _setup(emulator: KubeApiEmulator, runtime: Any, gpu_port: int, **failover: Any):
+    ns = f"heal-{uuid.uuid4().hex[:6]}"
+    emulator.ensure_namespace(ns)
+    spec = {
+        "failover": {
+            "windowSeconds": 1,
+            "recoverAfterSeconds": 2,
+            "cooldownSeconds": 1,
+            "unschedulableAfterSeconds": 1,
+            **failover,
+        }
+    }
+    emulator.create(
+        {
+            "apiVersion": "voiceops.io/v1alpha1",
+            "kind": "VoiceService",
+            "metadata": {"name": "tts", "namespace": ns},
+            "spec": spec,
+        }
+    )
+    reconciler = Reconciler(runtime.api, runtime.settings, lambda *a: None)
+    await reconciler.reconcile_body(emulator.get("voiceservices", "tts", ns))
+    emulator.put_object(pod("tts-gpu-0", "tts", "gpu", ns, gpu_port))
+    emulator.put_object(pod("tts-fallback-0", "tts", "fallback", ns, 1))
+    return ns
+
+
+async def step_until(
+    loop: healing.HealingLoop,
+    emulator: KubeApiEmulator,
+    ns: str,
+    done: Callable[[dict[str, Any]], bool],
+    deadline_s: float = 10.0,
+) -> list[Any]:
+    """Run passes (like the daemon, 0.1 s apart) until ``done(vs)``; the transitions seen."""
+    seen = []
+    deadline = time.monotonic() + deadline_s
+    while True:
+        body = emulator.get("voiceservices", "tts", ns)
+        if done(body):
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {deadline_s}s; status: {body.get('status')}")
+        decision = await loop.step(body)
+        if decision is not None and decision.transition is not None:
+            seen.append(decision.transition)
+        await asyncio.sleep(0.1)
+
+
+def phase_is(phase: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda vs: (vs.get("status") or {}).get("phase") == phase
+
+
+def front_tier(emulator: KubeApiEmulator, ns: str) -> str | None:
+    svc = emulator.get("services", "tts", ns)
+    return svc["spec"]["selector"].get(build.LABEL_TIER, "both")
+
+
+def fallback_min(emulator: KubeApiEmulator, ns: str) -> int:
+    return emulator.get("horizontalpodautoscalers", "tts-fallback", ns)["spec"]["minReplicas"]
+
+
+async def test_pressure_degrades_fails_over_and_recovers(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    assert front_tier(emulator, ns) == "gpu"
+
+    gpu_metrics.ratio = 0.93
+    await step_until(loop, emulator, ns, phase_is("Degraded"))
+    vs = emulator.get("voiceservices", "tts", ns)
+    assert vs["status"]["activeTier"] == "both"
+    assert front_tier(emulator, ns) == "both"
+    assert fallback_min(emulator, ns) == 2
+    conds = {c["type"]: c for c in vs["status"]["conditions"]}
+    assert conds["Degraded"]["status"] == "True"
+    assert conds["Degraded"]["reason"] == "GPUMemoryHigh"
+    assert conds["Ready"]["status"] in ("True", "False")  # the core's condition survives
+
+    gpu_metrics.ratio = 0.99
+    await step_until(loop, emulator, ns, phase_is("FailedOver"))
+    vs = emulator.get("voiceservices", "tts", ns)
+    assert front_tier(emulator, ns) == "fallback"
+    assert vs["status"]["failovers"] == 1
+    assert vs["status"]["lastTransition"]["reason"] == "GPUMemoryCritical"
+    events = emulator.list("events", ns)
+    reasons = [(e["reason"], e["type"]) for e in events]
+    assert ("GPUMemoryCritical", "Warning") in reasons
+    assert ("GPUMemoryHigh", "Warning") in reasons
+    assert all(e["involvedObject"]["name"] == "tts" for e in events)
+
+    # A restarted operator (fresh loop, state from status) keeps the failover.
+    restarted = healing.HealingLoop(runtime, ns, "tts")
+    flaps = await _steps_for(restarted, emulator, ns, seconds=1.5)
+    assert flaps == []
+    assert front_tier(emulator, ns) == "fallback"
+
+    gpu_metrics.ratio = 0.3
+    await step_until(restarted, emulator, ns, phase_is("Recovering"))
+    assert front_tier(emulator, ns) == "both"
+    await step_until(restarted, emulator, ns, phase_is("Serving"))
+    assert front_tier(emulator, ns) == "gpu"
+    assert fallback_min(emulator, ns) == 1
+    vs = emulator.get("voiceservices", "tts", ns)
+    conds = {c["type"]: c for c in vs["status"]["conditions"]}
+    assert conds["Degraded"]["status"] == "False"
+    assert conds["FailedOver"]["status"] == "False"
+    samples = metric_samples(runtime)
+    assert samples[("voiceops_operator_transitions_total", ("Serving", "Degraded"))] == 1
+    assert samples[("voiceops_operator_transitions_total", ("Degraded", "FailedOver"))] == 1
+    assert samples[("voiceops_operator_decision_latency_seconds_count", ())] == 2
+    assert samples[("voiceops_operator_voiceservice_phase", ("Serving",))] == 1
+    assert samples[("voiceops_operator_voiceservice_phase", ("FailedOver",))] == 0
+
+
+def metric_samples(runtime: Any) -> dict[tuple[str, tuple[str, ...]], float]:
+    """Operator metrics keyed by (sample name, (from, to) or (phase,) labels)."""
+    out = {}
+    for family in text_string_to_metric_families(runtime.metrics.exposition().decode()):
+        for s in family.samples:
+            if "from" in s.labels:
+                key = (s.labels["from"], s.labels["to"])
+            elif "phase" in s.labels:
+                key = (s.labels["phase"],)
+            else:
+                key = ()
+            out[(s.name, key)] = out.get((s.name, key), 0) + s.value
+    return out
+
+
+async def _steps_for(loop: healing.HealingLoop, emulator: KubeApiEmulator, ns: str, seconds: float):
+    transitions = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        d = await loop.step(emulator.get("voiceservices", "tts", ns))
+        if d is not None and d.transition is not None:
+            transitions.append(d.transition)
+        await asyncio.sleep(0.1)
+    return transitions
+
+
+async def test_unreadable_metrics_are_not_healthy(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    await gpu_metrics.stop()  # the pod stays Ready, its /metrics goes away
+    await step_until(loop, emulator, ns, phase_is("Degraded"))
+    vs = emulator.get("voiceservices", "tts", ns)
+    assert vs["status"]["lastTransition"]["reason"] == "MetricsUnavailable"
+    assert metric_samples(runtime)[("voiceops_operator_observation_errors_total", ())] >= 1
+
+
+async def test_no_writes_in_steady_state(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    await _steps_for(loop, emulator, ns, seconds=0.3)  # settle the first writes
+    before = runtime.api.counts.writes
+    events = len(emulator.list("events", ns))
+    await _steps_for(loop, emulator, ns, seconds=1.0)
+    assert runtime.api.counts.writes == before
+    assert len(emulator.list("events", ns)) == events
+
+
+async def test_gpu_pod_unschedulable_fails_over_after_grace(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port, unschedulableAfterSeconds=2)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    emulator.delete("pods", "tts-gpu-0", ns)
+    pending = pod("tts-gpu-1", "tts", "gpu", ns, gpu_metrics.port, ready=False)
+    pending["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
+                "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ],
+    }
+    emulator.put_object(pending)
+    transitions = await step_until(loop, emulator, ns, phase_is("FailedOver"))
+    assert [t.to_phase for t in transitions] == ["FailedOver"]
+    assert front_tier(emulator, ns) == "fallback"
