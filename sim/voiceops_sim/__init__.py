@@ -33,7 +33,29 @@ custom resource is a 415 as on a real cluster; kubernetes_asyncio's
 CustomObjectsApi.patch_* needs ``_content_type="application/merge-patch+json"``
 for dict bodies (its default is JSON patch, a 400 here and on a real cluster).
 
+Simulated kubelet (``voiceops_sim.kubelet``; controllers + scheduler + kubelet +
+a kube-proxy stand-in, in the emulator's process)::
+
+    from voiceops_sim.kubelet import KubeletConfig, SimulatedKubelet, parse_node
+
+    kubelet = SimulatedKubelet(emu, KubeletConfig(
+        nodes=[parse_node("sim-gpu-0:1:8"), parse_node("sim-cpu-0:0:16")],  # NAME:GPUS:CPU
+        pod_mode="process",          # or "inert": Running/Ready after inert_ready_delay
+        time_scale=0.1,              # probe periods, back-off, deadlines x0.1
+        image_commands={"voiceops/service": [".../voiceops-service"]},  # the default
+        extra_env={}, log_dir=None, resync_seconds=1.0))
+    await kubelet.start() ... await kubelet.stop()     # stop kills every pod process
+    kubelet.pod_ip(ns, pod); kubelet.pod_log(ns, pod)   # also served as pods/log
+    kubelet.service_url(ns, svc)                         # http://127.0.1.N:PORT (process mode)
+    kubelet.service_endpoints(ns, svc)                   # ready pod ip:port behind it now
+    await kubelet.set_gpu_capacity("sim-gpu-0", 0)       # evicts GPU pods -> Pending
+    kubelet.kill_pod_process(ns, pod)                    # SIGKILL: exit 137 -> OOMKilled
+    kubelet.crash_pod(ns, pod, exit_code=1)              # inert pods too
+    await kubelet.make_unschedulable(ns, pod); kubelet.allow_scheduling(ns, pod)
+    kubelet.cordon("sim-gpu-0"); kubelet.set_pod_ready(ns, pod, False)  # inert only
+
 CLI: ``voiceops-sim apiserver --port 0 --crd FILE --kubeconfig OUT`` prints the
-URL and serves until SIGTERM; ``voiceops-sim cluster ...`` adds the simulated
-kubelet (see ``voiceops_sim.kubelet``).
+URL and serves until SIGTERM; ``voiceops-sim cluster --crd FILE --kubeconfig OUT
+[--node NAME:GPUS:CPU]... [--pod-mode process|inert]`` adds the simulated kubelet
+and prints each Service's loopback URL as it appears.
 """

@@ -1,16 +1,23 @@
 """KubeApiEmulator: a Kubernetes API server emulator over real HTTP (a TEST DOUBLE).
 
 It is not Kubernetes: no etcd, no admission webhooks, no RBAC (any bearer
-token is accepted unless ``token=`` is given), no protobuf, no aggregated
-discovery, no Table output. It implements the REST semantics that kopf,
-kubernetes_asyncio and kubectl-style raw requests rely on: discovery, LIST
-with label/field selectors and pagination, WATCH with resume from a bounded
-history (410 Gone when too old) and bookmarks, create/update/patch (merge,
-strategic (approximate), JSON patch, server-side apply (approximate))/delete,
-optimistic concurrency, status and scale subresources, ``generation``,
-finalizers, garbage collection by owner UID, namespace lifecycle, CRD
-structural schemas (pruning, defaults, validation, CEL rules when
-``cel-python`` is installed) and a set of built-in defaults/validations.
+token is accepted unless ``token=`` is given), no protobuf/CBOR bodies (415;
+kubectl's typed generators such as ``kubectl create deployment`` send
+protobuf, ``kubectl apply/create -f`` work), no aggregated discovery, no
+managedFields. It implements the REST semantics kopf, kubernetes_asyncio and
+kubectl rely on: discovery; LIST with label/field selectors and pagination;
+WATCH with resume from a bounded history (ERROR 410 Gone when too old),
+bookmarks, ``sendInitialEvents``, selector-aware ADDED/DELETED; create
+(generateName, uid, generation), update with optimistic concurrency, patch
+(merge, JSON patch, approximate strategic merge and server-side apply),
+delete (finalizers, propagationPolicy, preconditions), garbage collection by
+owner UID (Background, Foreground, Orphan), namespace lifecycle; status and
+scale subresources; ``metadata.generation``; no-op writes change nothing;
+CRD structural schemas (pruning, defaults, validation, ``fieldValidation=
+Strict``, CEL rules when ``cel-python`` is installed); built-in defaults and
+validations (:mod:`voiceops_sim.builtin_rules`); ``as=Table`` output with a
+CRD's printer columns; ``/openapi/v3`` (CRD schemas) for ``kubectl explain``
+and ``kubectl apply`` validation; pod logs when a simulated kubelet runs.
 """
 
 from __future__ import annotations

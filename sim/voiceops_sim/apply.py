@@ -14,13 +14,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .patches import _MERGE_KEYS, strategic_merge_patch
+from .patches import MERGE_KEYS, strategic_merge_patch
 
 Obj = dict[str, Any]
 
 
 def _keyed(items: list[Any], field: str) -> tuple[str | None, dict[Any, Any]]:
-    for key in _MERGE_KEYS.get(field, ()):
+    for key in MERGE_KEYS.get(field, ()):
         if items and all(isinstance(i, dict) and key in i for i in items):
             return key, {i[key]: i for i in items}
     return None, {}

@@ -10,6 +10,7 @@ ports, HPA replica bounds, PDB minAvailable/maxUnavailable).
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 from typing import TYPE_CHECKING, Any
@@ -158,6 +159,13 @@ def apply_defaults(store: ObjectStore, rt: ResourceType, obj: Obj, old: Obj | No
         _default_service(store, spec, old)
         if old is None:
             obj["status"] = {"loadBalancer": {}}
+    elif rt.key == ("", "secrets"):
+        obj.setdefault("type", "Opaque")
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict):  # write-only: folded into base64 data
+            data = obj.setdefault("data", {})
+            for key, value in string_data.items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
     elif rt.key == ("autoscaling", "horizontalpodautoscalers") and isinstance(spec, dict):
         spec.setdefault("minReplicas", 1)
         if not spec.get("metrics"):

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "--node",
         action="append",
         default=[],
-        metavar="NAME[:GPUS[:CPU]]",
+        metavar="NAME[:GPUS[:CPU[:PODS]]]",
         help="a simulated node (repeatable); default: sim-gpu-0:1:8 and sim-cpu-0:0:8",
     )
     cluster.add_argument(

@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 import yaml
 from aiohttp import web
 
-from . import patches
+from . import openapi, patches
 from .errors import ApiError, bad_request
 from .resources import ResourceType
 from .selectors import parse_field_selector, parse_label_selector
@@ -150,6 +150,8 @@ class HttpApi:
             return web.json_response(KUBE_VERSION)
         if parts in (["healthz"], ["readyz"], ["livez"]):
             return web.Response(text="ok")
+        if parts[:2] == ["openapi", "v3"]:
+            return self._openapi(parts[2:])
         if parts == ["api"]:
             return web.json_response(self._api_versions(request))
         if parts == ["apis"]:
@@ -211,6 +213,17 @@ class HttpApi:
         return Target(rt, version, namespace, name, sub)
 
     # ------------------------------------------------------------ discovery
+    def _openapi(self, rest: list[str]) -> web.Response:
+        types = list(self.store.types.values())
+        if not rest:
+            return web.json_response(openapi.index(types))
+        entries = openapi.group_versions(types).get("/".join(rest))
+        if not entries:
+            raise ApiError(
+                404, "the server could not find the requested resource", reason="NotFound"
+            )
+        return web.json_response(openapi.document(entries))
+
     def _api_versions(self, request: web.Request) -> Obj:
         return {
             "kind": "APIVersions",
@@ -336,8 +349,10 @@ class HttpApi:
         if request.method == "POST":
             record["verb"] = "create"
             body = await _read_body(request)
-            created = self.store.create(target.rt, target.namespace, body, dry_run=_dry_run(query))
-            return web.json_response(self._present(created, target.version), status=201)
+            created = self.store.create(
+                target.rt, target.namespace, body, dry_run=_dry_run(query), strict=_strict(query)
+            )
+            return self._written(self._present(created, target.version), status=201)
         if request.method == "DELETE":
             record["verb"] = "deletecollection"
             wanted = self._filter(target, query)
@@ -353,6 +368,14 @@ class HttpApi:
                     )
             return web.json_response(self._list_body(target, items))
         raise ApiError(405, f"method {request.method} not allowed", reason="MethodNotAllowed")
+
+    def _written(self, body: Obj, status: int = 200) -> web.Response:
+        """A write's answer, with the API server's ``Warning`` headers for pruned fields."""
+        headers = [
+            ("Warning", '299 - "{}"'.format(warning.replace('"', '\\"')))
+            for warning in self.store.warnings
+        ]
+        return web.json_response(body, status=status, headers=headers)
 
     def _present(self, obj: Obj, version: str) -> Obj:
         if obj.get("apiVersion", "").endswith(f"/{version}") or obj.get("apiVersion") == version:
@@ -533,8 +556,10 @@ class HttpApi:
         if request.method == "PUT":
             record["verb"] = "update"
             body = await _read_body(request)
-            updated = self.store.update(rt, ns, name, body, subresource=sub, dry_run=dry)
-            return web.json_response(self._present(updated, target.version))
+            updated = self.store.update(
+                rt, ns, name, body, subresource=sub, dry_run=dry, strict=_strict(query)
+            )
+            return self._written(self._present(updated, target.version))
         if request.method == "PATCH":
             record["verb"] = "patch"
             return await self._patch(request, target, query)
@@ -597,8 +622,9 @@ class HttpApi:
             mutate,
             subresource=target.subresource,
             dry_run=_dry_run(query),
+            strict=_strict(query),
         )
-        return web.json_response(self._present(patched, target.version))
+        return self._written(self._present(patched, target.version))
 
     async def _scale(
         self, request: web.Request, target: Target, record: dict[str, Any]
@@ -669,6 +695,11 @@ def _wants_table(request: web.Request) -> bool:
 
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
+
+
+def _strict(query: dict[str, str]) -> bool:
+    """``fieldValidation=Strict``: unknown fields are an error instead of being pruned."""
+    return query.get("fieldValidation", "").lower() == "strict"
 
 
 def _dry_run(query: dict[str, str]) -> bool:

@@ -111,16 +111,18 @@ class KubeletConfig:
 
 
 class IpPool:
-    """Loopback pod IPs 127.0.0.2 .. 127.0.0.250 (Linux routes all of 127/8 to lo).
+    """Loopback pod IPs: 127.0.0.2-250 first, then 127.2.0.1-127.2.255.254 (Linux routes
+    all of 127/8 to lo, so processes can bind any of them).
 
     The pool starts at a random offset and skips addresses whose container ports are
     taken, so two simulated clusters on one machine (parallel test workers) rarely meet.
     """
 
     def __init__(self) -> None:
-        addresses = [f"127.0.0.{n}" for n in range(2, 251)]
-        start = random.randrange(len(addresses))
-        self.free = addresses[start:] + addresses[:start]
+        first = [f"127.0.0.{n}" for n in range(2, 251)]
+        start = random.randrange(len(first))
+        self.free = first[start:] + first[:start]
+        self.more = (f"127.2.{n // 256}.{n % 256}" for n in range(1, 65535) if n % 256)
         self.used: set[str] = set()
 
     @staticmethod
@@ -139,7 +141,11 @@ class IpPool:
                 self.free.remove(ip)
                 self.used.add(ip)
                 return ip
-        raise RuntimeError(f"no free pod IPs left in 127.0.0.2-250 for ports {ports}")
+        for ip in self.more:
+            if self._ports_free(ip, ports or []):
+                self.used.add(ip)
+                return ip
+        raise RuntimeError(f"no free pod IPs left in 127.0.0.2-250 and 127.2/16 for ports {ports}")
 
     def give_back(self, ip: str) -> None:
         if ip in self.used:
@@ -383,13 +389,18 @@ class SimulatedKubelet:
         plan = deploy_logic.plan_pods(dep, pods)
         pod_hash = deploy_logic.template_hash(dep["spec"]["template"])
         pod_type = self._type("pods")
+        deleted = set()
         for pod in plan.delete:
             with contextlib.suppress(ApiError):
                 self.store.delete(pod_type, ns, pod["metadata"]["name"])
+                deleted.add(pod["metadata"]["name"])
+        fresh = [p for p in pods if p["metadata"]["name"] not in deleted]
         for _ in range(plan.create):
             for _attempt in range(5):  # name collisions are possible, if unlikely
                 try:
-                    self.store.create(pod_type, ns, deploy_logic.new_pod(dep, pod_hash))
+                    fresh.append(
+                        self.store.create(pod_type, ns, deploy_logic.new_pod(dep, pod_hash))
+                    )
                     break
                 except ApiError as error:
                     if error.code != 409:
@@ -401,11 +412,6 @@ class SimulatedKubelet:
                             component="deployment-controller",
                         )
                         break
-        fresh = [
-            p
-            for p in self._pods()
-            if any(r.get("uid") == meta["uid"] for r in p["metadata"].get("ownerReferences") or [])
-        ]
         status = deploy_logic.deployment_status(
             dep, fresh, now_rfc3339(), deadline_exceeded=self._deadline_exceeded(dep, fresh)
         )
@@ -528,7 +534,10 @@ class SimulatedKubelet:
             await self._stop_runtime(key)
         for key, pod in live.items():
             if key not in self.runtimes:
-                self._start_runtime(key, pod)
+                try:
+                    self._start_runtime(key, pod)
+                except RuntimeError as exc:  # out of addresses: this pod waits, others go on
+                    log.error("cannot start pod %s/%s: %s", key[0], key[1], exc)
         for key, runtime in self.runtimes.items():
             pod = live.get(key)
             if pod is not None:

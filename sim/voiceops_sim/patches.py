@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ApiError, bad_request
 
-_MERGE_KEYS: dict[str, tuple[str, ...]] = {
+MERGE_KEYS: dict[str, tuple[str, ...]] = {
     "containers": ("name",),
     "initContainers": ("name",),
     "ephemeralContainers": ("name",),
@@ -54,7 +54,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _merge_key_for(field: str, items: list[Any]) -> str | None:
-    candidates = _MERGE_KEYS.get(field)
+    candidates = MERGE_KEYS.get(field)
     if not candidates:
         return None
     dicts = [i for i in items if isinstance(i, dict)]

@@ -357,6 +357,9 @@ class ProcessPodRuntime(PodRuntime):
                     return
                 continue
             self.processes[state.name] = proc
+            if self.stopping.is_set():
+                await self.terminate(proc)
+                return
             began = loop.time()
             state.state, state.reason, state.message = "running", "", ""
             state.started_at = now_rfc3339()
@@ -553,11 +556,22 @@ class ProcessPodRuntime(PodRuntime):
         return False
 
     async def stop(self) -> None:
+        """Terminate every process; supervisors end on their own (a cancelled spawn could
+        orphan a child), and are cancelled only if they overrun the grace period."""
         self.stopping.set()
+        await self._terminate_all()
+        if self.tasks:
+            _, pending = await asyncio.wait(self.tasks, timeout=self.ctx.grace_cap_seconds + 5)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self._terminate_all()  # anything spawned while we were stopping
+
+    async def _terminate_all(self) -> None:
         await asyncio.gather(
-            *(self.terminate(p) for p in self.processes.values()), return_exceptions=True
+            *(self.terminate(p) for p in list(self.processes.values())), return_exceptions=True
         )
-        await super().stop()
 
     def kill(self, container: str | None = None, sig: int = signal.SIGKILL) -> bool:
         """Chaos: signal a container's process group; False if nothing ran."""

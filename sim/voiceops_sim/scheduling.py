@@ -119,16 +119,22 @@ class SimNode:
 
 
 def parse_node(text: str) -> SimNode:
-    """``NAME[:GPUS[:CPU]]`` → a node with 64Gi memory (CLI and test shorthand)."""
+    """``NAME[:GPUS[:CPU[:PODS]]]`` → a node with 64Gi memory (CLI and test shorthand).
+
+    PODS defaults to 110, the kubelet's default ``maxPods``.
+    """
     parts = text.split(":")
-    if not parts[0] or len(parts) > 3:
-        raise ValueError(f"node spec {text!r}: expected NAME[:GPUS[:CPU]]")
-    gpus = int(parts[1]) if len(parts) > 1 and parts[1] else 0
-    cpu = float(parts[2]) if len(parts) > 2 and parts[2] else 8.0
+    if not parts[0] or len(parts) > 4:
+        raise ValueError(f"node spec {text!r}: expected NAME[:GPUS[:CPU[:PODS]]]")
+    try:
+        gpus = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+        cpu = float(parts[2]) if len(parts) > 2 and parts[2] else 8.0
+        pods = int(parts[3]) if len(parts) > 3 and parts[3] else 110
+    except ValueError as exc:
+        raise ValueError(f"node spec {text!r}: GPUS and PODS are integers, CPU a number") from exc
     labels = {"voiceops.io/sim-gpu": "true"} if gpus else {}
-    return SimNode(
-        parts[0], {"cpu": cpu, "memory": float(64 * 2**30), GPU: float(gpus), "pods": 110.0}, labels
-    )
+    resources = {"cpu": cpu, "memory": float(64 * 2**30), GPU: float(gpus), "pods": float(pods)}
+    return SimNode(parts[0], resources, labels)
 
 
 def pod_requests(pod: Mapping[str, Any]) -> dict[str, float]:
@@ -201,7 +207,7 @@ def schedule(
         ]
         if short:
             for name in short:
-                reasons[f"Insufficient {name}"] += 1
+                reasons["Too many pods" if name == "pods" else f"Insufficient {name}"] += 1
             continue
         free_gpu = node.allocatable.get(GPU, 0.0) - used.get(GPU, 0.0)
         free_cpu = node.allocatable.get("cpu", 0.0) - used.get("cpu", 0.0)

@@ -32,8 +32,18 @@ def _is_object_schema(schema: dict[str, Any]) -> bool:
     return schema.get("type") == "object" or "properties" in schema
 
 
-def prune(schema: dict[str, Any], value: Any, *, root: bool = False) -> Any:
-    """Drop fields the schema does not declare (unless it preserves unknown fields)."""
+def prune(
+    schema: dict[str, Any],
+    value: Any,
+    *,
+    root: bool = False,
+    path: str = "",
+    dropped: list[str] | None = None,
+) -> Any:
+    """Drop fields the schema does not declare (unless it preserves unknown fields).
+
+    The paths of dropped fields are appended to ``dropped`` (for ``fieldValidation``).
+    """
     if isinstance(value, dict) and _is_object_schema(schema):
         props = schema.get("properties") or {}
         additional = schema.get("additionalProperties")
@@ -41,17 +51,23 @@ def prune(schema: dict[str, Any], value: Any, *, root: bool = False) -> Any:
         embedded = schema.get("x-kubernetes-embedded-resource", False)
         result = {}
         for key, item in value.items():
-            if (root and key in _ROOT_KEPT) or (embedded and key in _ROOT_KEPT):
+            where = _join(path, key)
+            if (root or embedded) and key in _ROOT_KEPT:
                 result[key] = item
             elif key in props:
-                result[key] = prune(props[key], item)
+                result[key] = prune(props[key], item, path=where, dropped=dropped)
             elif isinstance(additional, dict):
-                result[key] = prune(additional, item)
+                result[key] = prune(additional, item, path=where, dropped=dropped)
             elif preserve or additional is True:
                 result[key] = item
+            elif dropped is not None:
+                dropped.append(where)
         return result
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [prune(schema["items"], item) for item in value]
+        return [
+            prune(schema["items"], item, path=f"{path}[{n}]", dropped=dropped)
+            for n, item in enumerate(value)
+        ]
     return value
 
 

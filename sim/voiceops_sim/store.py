@@ -104,6 +104,8 @@ class ObjectStore:
         self.listeners: list[ChangeListener] = []
         self.uids: dict[str, tuple[tuple[str, str], ObjKey]] = {}
         self.rv = 1000
+        # Warnings of the latest write (pruned unknown fields), read by the HTTP layer at once.
+        self.warnings: list[str] = []
         self._ip_counter = 0
         for rt in builtin_resources():
             self.register(rt)
@@ -177,8 +179,15 @@ class ObjectStore:
 
     # ----------------------------------------------------------------- writes
     def create(
-        self, rt: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: Any,
+        *,
+        dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
+        self.warnings = []
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         obj = copy.deepcopy(body)
@@ -215,7 +224,7 @@ class ObjectStore:
         meta["generation"] = 1
         if rt.has_status:
             obj.pop("status", None)
-        obj = self._admit(rt, obj, None)
+        obj = self._admit(rt, obj, None, strict=strict)
         if dry_run:
             return obj
         return self._commit(rt, obj, None)
@@ -229,6 +238,7 @@ class ObjectStore:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         """PUT semantics: optimistic concurrency on ``metadata.resourceVersion``."""
         if not isinstance(body, dict):
@@ -249,7 +259,7 @@ class ObjectStore:
                 "the object has been modified; please apply your changes to the latest "
                 "version and try again",
             )
-        return self._write(rt, old, copy.deepcopy(body), subresource, dry_run)
+        return self._write(rt, old, copy.deepcopy(body), subresource, dry_run, strict)
 
     def replace_with(
         self,
@@ -260,6 +270,7 @@ class ObjectStore:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        strict: bool = False,
     ) -> Obj:
         """PATCH semantics: ``mutate`` maps a copy of the live object to the new one."""
         old = self.get(rt, namespace, name)
@@ -278,7 +289,7 @@ class ObjectStore:
             )
         if new_meta.get("name", name) != name:
             raise bad_request("metadata.name: the name of a patched object cannot change")
-        return self._write(rt, old, new, subresource, dry_run)
+        return self._write(rt, old, new, subresource, dry_run, strict)
 
     def delete(
         self,
@@ -406,8 +417,15 @@ class ObjectStore:
         return ns
 
     def _write(
-        self, rt: ResourceType, old: Obj, new: Obj, subresource: str | None, dry_run: bool
+        self,
+        rt: ResourceType,
+        old: Obj,
+        new: Obj,
+        subresource: str | None,
+        dry_run: bool,
+        strict: bool = False,
     ) -> Obj:
+        self.warnings = []
         old_meta = old["metadata"]
         if subresource == "status":
             status = new.get("status")
@@ -461,7 +479,7 @@ class ObjectStore:
                         )
                     ],
                 )
-        new = self._admit(rt, new, old)
+        new = self._admit(rt, new, old, strict=strict)
         meta = new["metadata"]
         if _spec_part(new) != _spec_part(old):
             meta["generation"] = old_meta.get("generation", 1) + 1
@@ -486,14 +504,21 @@ class ObjectStore:
             k: v for k, v in old.items() if k != "metadata"
         }
 
-    def _admit(self, rt: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+    def _admit(self, rt: ResourceType, obj: Obj, old: Obj | None, *, strict: bool = False) -> Obj:
         """Defaults and validation: the CRD schema for custom resources, rules for built-ins."""
         name = obj["metadata"].get("name", "")
         causes = builtin_rules.validate_metadata(rt, obj)
         if rt.is_crd:
             schema = rt.schemas.get(rt.preferred_version)
             if schema:
-                obj = crd_schema.prune(schema, obj, root=True)
+                dropped: list[str] = []
+                obj = crd_schema.prune(schema, obj, root=True, dropped=dropped)
+                self.warnings = [f'unknown field "{field}"' for field in dropped]
+                if strict and dropped:
+                    raise bad_request(
+                        "strict decoding error: "
+                        + ", ".join(f'unknown field "{field}"' for field in dropped)
+                    )
                 obj = crd_schema.apply_defaults(schema, obj)
                 causes += crd_schema.validate(schema, _without_metadata(obj))
                 if not causes:

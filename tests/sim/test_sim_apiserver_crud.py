@@ -320,3 +320,15 @@ async def test_direct_store_access_and_request_log(
     assert emulator.get("pods", "p", namespace)["status"]["phase"] == "Running"
     assert emulator.get("po", "missing", namespace) is None
     assert [p["metadata"]["name"] for p in emulator.list("pods", namespace)] == ["p"]
+
+
+async def test_secret_string_data_is_folded_into_data(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    made = await core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "s"}, "stringData": {"token": "abc"}}
+    )
+    assert made.data == {"token": "YWJj"}
+    assert made.type == "Opaque"
+    assert made.string_data is None

@@ -304,3 +304,50 @@ async def test_typed_client_reads_everything_the_kubelet_writes(
         "gpu", namespace
     )
     assert hpa.status.desired_replicas == 2
+
+
+async def test_make_unschedulable_and_back(
+    emulator: KubeApiEmulator, kubelet: SimulatedKubelet, namespace: str
+) -> None:
+    emulator.create(
+        {**_gpu_deployment("gpu", 1), "metadata": {"name": "gpu", "namespace": namespace}}
+    )
+    await emulator.wait_for(lambda: _status(emulator, "gpu", namespace).get("readyReplicas") == 1)
+    name = _pods(emulator, namespace, "gpu")[0]["metadata"]["name"]
+    await kubelet.make_unschedulable(namespace, name)
+
+    def pending() -> dict | None:
+        pod = emulator.get("pods", name, namespace) or {}
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        held = pod.get("status", {}).get("phase") == "Pending" and any(
+            c.get("reason") == "Unschedulable" for c in conditions
+        )
+        return pod if held and not pod["spec"].get("nodeName") else None
+
+    pod = await emulator.wait_for(pending)
+    assert "Insufficient nvidia.com/gpu" in pod["status"]["conditions"][0]["message"]
+    await emulator.wait_for(lambda: "readyReplicas" not in _status(emulator, "gpu", namespace))
+    kubelet.allow_scheduling(namespace, name)
+    await emulator.wait_for(lambda: _status(emulator, "gpu", namespace).get("readyReplicas") == 1)
+    assert (emulator.get("pods", name, namespace) or {})["spec"]["nodeName"] == "sim-gpu-0"
+
+
+async def test_cordoned_node_takes_no_new_pods(
+    emulator: KubeApiEmulator, kubelet: SimulatedKubelet, namespace: str
+) -> None:
+    kubelet.cordon("sim-gpu-0")
+    emulator.create(
+        {**_gpu_deployment("gpu", 1), "metadata": {"name": "gpu", "namespace": namespace}}
+    )
+
+    def message() -> str | None:
+        pods = _pods(emulator, namespace, "gpu")
+        conds = pods[0].get("status", {}).get("conditions", []) if pods else []
+        return conds[0].get("message") if conds and conds[0].get("status") == "False" else None
+
+    assert await emulator.wait_for(message) == (
+        "0/2 nodes are available: 1 Insufficient nvidia.com/gpu, 1 node(s) were unschedulable."
+    )
+    assert emulator.get("nodes", "sim-gpu-0")["spec"]["unschedulable"] is True
+    kubelet.cordon("sim-gpu-0", False)
+    await emulator.wait_for(lambda: _status(emulator, "gpu", namespace).get("readyReplicas") == 1)

@@ -168,6 +168,10 @@ async def test_crashing_process_goes_into_crash_loop_back_off(
     assert "restarting failed container=main" in container["state"]["waiting"]["message"]
     pod = _pod(emulator, namespace, "crash")
     assert "starting and failing" in kubelet.pod_log(namespace, pod["metadata"]["name"])
+    url = f"{emulator.url}/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/log"
+    async with aiohttp.ClientSession() as http, http.get(url) as rsp:  # what kubectl logs reads
+        assert rsp.status == 200
+        assert "starting and failing" in await rsp.text()
 
 
 async def test_stop_kills_every_process(

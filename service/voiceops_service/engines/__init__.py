@@ -1,1 +1,1 @@
-"""Speech engines behind one interface (see ``base.Engine``)."""
+"""Speech engines behind one interface (``base.Engine``), built by ``registry.create_engine``."""

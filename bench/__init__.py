@@ -1,0 +1,1 @@
+"""Benchmarks: each ``bench/<name>.py`` is a script; ``python -m bench`` runs them all."""

@@ -1,0 +1,298 @@
+"""The espeak engine through HTTP: latency, real-time factor, throughput, shedding, overhead.
+
+Starts a real ``voiceops-service --engine espeak`` on a loopback port and, in
+the same run, measures the engine called directly in this process (the
+baseline), so every ratio compares numbers from the same machine and moment:
+
+* p50/p95 latency and real-time factor of one 200-character request, over
+  HTTP (client-observed, keep-alive connection) and directly;
+* HTTP overhead at p50: (HTTP p50 - direct p50) / direct p50 (goal <= 10 %);
+* requests/s at increasing concurrency with 200 and 429 counts: the server runs
+  with a small admission limit so the point where it starts shedding shows.
+
+Loopback only; request counts and durations are bounded.
+
+    .venv/bin/python bench/service_espeak.py [--requests 200] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from voiceops_service.engines.base import SynthesisRequest
+from voiceops_service.engines.espeak import EspeakEngine
+
+TEXT_200 = (
+    "The quick brown fox jumps over the lazy dog near the river bank. "
+    "Meanwhile, the farmer counts his sheep and wonders whether rain will come "
+    "before the harvest is in. Nobody knows what tomorrow brings!!"
+)
+CONCURRENCY_LEVELS = (1, 2, 4, 8, 16, 32)
+SAMPLE_RATE = 22050
+RESULTS = Path(__file__).parent / "results" / "service_espeak.json"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEOPS_")}
+    env.update(
+        VOICEOPS_ENGINE="espeak",
+        VOICEOPS_HOST="127.0.0.1",
+        VOICEOPS_PORT=str(port),
+        VOICEOPS_MAX_CONCURRENCY=str(max_concurrency),
+        VOICEOPS_MAX_QUEUE=str(max_queue),
+        VOICEOPS_LOG_LEVEL="warning",
+    )
+    script = Path(sys.executable).with_name("voiceops-service")
+    process = subprocess.Popen([str(script)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            raise SystemExit(f"service exited with {process.returncode}")
+        time.sleep(0.05)
+    process.kill()
+    raise SystemExit("service did not become ready within 60 s")
+
+
+def summarise(latencies: list[float], audio_seconds: float) -> dict[str, float]:
+    p50 = statistics.median(latencies)
+    return {
+        "p50_ms": p50 * 1000,
+        "p95_ms": percentile(latencies, 0.95) * 1000,
+        "audio_seconds": audio_seconds,
+        "rtf_p50": p50 / audio_seconds,
+    }
+
+
+def measure_latency(port: int, requests: int) -> dict[str, dict[str, float]]:
+    """Direct engine calls and HTTP requests, interleaved so both see the same machine load.
+
+    HTTP uses one keep-alive connection per format and the stdlib client (little
+    client-side cost); the first rounds warm both paths and are not counted.
+    """
+    engine = EspeakEngine()
+    engine.load()
+    engine.warm_up()
+    headers = {"Content-Type": "application/json"}
+    bodies = {
+        fmt: json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": fmt})
+        for fmt in ("wav", "pcm")
+    }
+    connections = {fmt: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for fmt in bodies}
+    latencies: dict[str, list[float]] = {"direct": [], "wav": [], "pcm": []}
+    audio_seconds = 0.0
+    warmup = 5
+    for index in range(requests + warmup):
+        started = time.perf_counter()
+        audio = engine.synthesize(SynthesisRequest(text=TEXT_200))
+        elapsed = {"direct": time.perf_counter() - started}
+        audio_seconds = audio.size / engine.sample_rate
+        for fmt, connection in connections.items():
+            started = time.perf_counter()
+            connection.request("POST", "/v1/audio/speech", body=bodies[fmt], headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            elapsed[fmt] = time.perf_counter() - started
+            if response.status != 200:
+                raise SystemExit(f"HTTP {response.status}: {payload[:200]!r}")
+        if index >= warmup:
+            for name, seconds in elapsed.items():
+                latencies[name].append(seconds)
+    for connection in connections.values():
+        connection.close()
+    return {name: summarise(values, audio_seconds) for name, values in latencies.items()}
+
+
+class RawConnection:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams.
+
+    httpx's async client costs several ms of CPU per request, which on a
+    2-core machine steals the server's CPU and measures the client instead.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, dict[bytes, bytes]]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        headers: dict[bytes, bytes] = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        await self.reader.readexactly(int(headers.get(b"content-length", b"0")))
+        return status, headers
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def measure_throughput(
+    port: int, concurrency: int, seconds: float, *, honour_retry_after: bool
+) -> dict[str, float]:
+    """``concurrency`` closed-loop clients for ``seconds``, counting 200s and 429s.
+
+    Greedy clients resend at once after a 429 (the worst case); polite ones wait
+    the ``Retry-After`` the server sent, as OpenAI's SDKs do.
+    """
+    body = json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": "pcm"}).encode()
+    codes: dict[int, int] = {}
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        connection = RawConnection(port)
+        try:
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                status, headers = await connection.post("/v1/audio/speech", body)
+                codes[status] = codes.get(status, 0) + 1
+                if status == 200:
+                    latencies.append(time.perf_counter() - started)
+                elif status == 429 and honour_retry_after:
+                    wait = float(headers.get(b"retry-after", b"1"))
+                    await asyncio.sleep(min(wait, max(0.0, stop_at - time.perf_counter())))
+        finally:
+            await connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    ok = codes.get(200, 0)
+    return {
+        "concurrency": concurrency,
+        "ok": ok,
+        "shed_429": codes.get(429, 0),
+        "other": sum(v for k, v in codes.items() if k not in (200, 429)),
+        "ok_per_second": ok / wall,
+        "p50_ms": statistics.median(latencies) * 1000 if latencies else float("nan"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="latency samples per path")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per concurrency level")
+    parser.add_argument("--max-concurrency", type=int, default=2, help="server admission limit")
+    parser.add_argument("--max-queue", type=int, default=8, help="server queue bound")
+    args = parser.parse_args()
+    assert len(TEXT_200) == 200, len(TEXT_200)
+
+    machine = {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
+    print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}")
+    port = free_port()
+    server = start_server(port, args.max_concurrency, args.max_queue)
+    try:
+        latency = measure_latency(port, args.requests)
+        direct, http_wav, http_pcm = latency["direct"], latency["wav"], latency["pcm"]
+        throughput = {
+            mode: [
+                asyncio.run(
+                    measure_throughput(
+                        port, level, args.seconds, honour_retry_after=mode == "polite"
+                    )
+                )
+                for level in CONCURRENCY_LEVELS
+            ]
+            for mode in ("greedy", "polite")
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    overhead = (http_wav["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
+    overhead_pcm = (http_pcm["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
+    print(f"\n200-character request, {direct['audio_seconds']:.2f} s of audio")
+    print(f"{'path':<22}{'p50 ms':>10}{'p95 ms':>10}{'RTF':>10}")
+    for name, row in (("engine, direct", direct), ("HTTP wav", http_wav), ("HTTP pcm", http_pcm)):
+        print(f"{name:<22}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['rtf_p50']:>10.4f}")
+    print(f"HTTP overhead at p50: wav {overhead:+.1%}, pcm {overhead_pcm:+.1%} (goal <= 10%)")
+    print(
+        f"\nthroughput (server max_concurrency={args.max_concurrency}, "
+        f"max_queue={args.max_queue}, {args.seconds:g} s per level)"
+    )
+    shedding_from: dict[str, int | None] = {}
+    for mode, rows in throughput.items():
+        retry = "resend at once" if mode == "greedy" else "wait Retry-After"
+        print(f"\n{mode} clients ({retry} after a 429)")
+        print(f"{'clients':>8}{'ok/s':>10}{'ok':>8}{'429':>8}{'other':>8}{'p50 ms':>10}")
+        for row in rows:
+            print(
+                f"{row['concurrency']:>8}{row['ok_per_second']:>10.1f}{row['ok']:>8}"
+                f"{row['shed_429']:>8}{row['other']:>8}{row['p50_ms']:>10.2f}"
+            )
+        shedding_from[mode] = next((r["concurrency"] for r in rows if r["shed_429"]), None)
+        shed_text = f"from {shedding_from[mode]} clients" if shedding_from[mode] else "never"
+        print(f"shedding (429): {shed_text}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "text_chars": len(TEXT_200),
+                "direct": direct,
+                "http_wav": http_wav,
+                "http_pcm": http_pcm,
+                "http_overhead_p50": {"wav": overhead, "pcm": overhead_pcm},
+                "throughput": throughput,
+                "shedding_from_clients": shedding_from,
+                "server": {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue},
+            },
+            indent=2,
+        )
+    )
+    print(f"\nresults: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""HTTP routes. Thin: parse, call the speech service, encode, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from voiceops_contract import pod
+
+from voiceops_service.admission import OverloadedError
+from voiceops_service.audio import MEDIA_TYPES, encode, streaming_wav_header, to_pcm16
+from voiceops_service.engines.base import Audio, EngineError, UnknownVoiceError
+from voiceops_service.errors import ApiError
+from voiceops_service.faults import FaultSnapshot, FaultUpdate
+from voiceops_service.resilience import OutOfMemoryExhaustedError
+from voiceops_service.speech import SpeechBody, SpeechPlan, accepted_models, plan_speech
+from voiceops_service.state import ServiceState, SpeechDep, StateDep
+from voiceops_service.streaming import AudioStream, ClientDisconnectedError, cancel_on_disconnect
+from voiceops_service.synthesis import SpeechService
+
+log = logging.getLogger(__name__)
+CRASH_EXIT_CODE = 70
+INLINE_ENCODE_MAX_SAMPLES = 30 * 22050  # longer audio is encoded in a worker thread
+
+_ERROR = {"description": "OpenAI error envelope", "content": {"application/json": {}}}
+SPEECH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Audio", "content": {t: {} for t in MEDIA_TYPES.values()}},
+    400: _ERROR,
+    404: _ERROR,
+    415: _ERROR,
+    429: _ERROR,
+    503: _ERROR,
+    504: _ERROR,
+}
+
+
+async def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
+    """415 for a body that does not say it is JSON (runs before body validation)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, not {content_type or 'missing'!r}",
+            param="Content-Type",
+            code="unsupported_media_type",
+        )
+
+
+speech_router = APIRouter()
+
+
+@speech_router.post(
+    pod.PATH_SPEECH,
+    response_class=Response,
+    responses=SPEECH_RESPONSES,
+    dependencies=[Depends(require_json)],
+)
+async def create_speech(
+    body: SpeechBody, request: Request, state: StateDep, speech: SpeechDep
+) -> Response:
+    started = time.perf_counter()
+    plan = plan_speech(body, speech.engine, state.settings)
+    if plan.stream:
+        return await _start_stream(plan, request, state, speech, started)
+    try:
+        async with cancel_on_disconnect(request.receive):
+            async with asyncio.timeout(state.settings.request_timeout_seconds):
+                async with state.admission.slot():
+                    synth_started = time.perf_counter()
+                    audio = await _synthesize_all(speech, plan)
+                    synth_seconds = time.perf_counter() - synth_started
+    except BaseException as error:
+        _reraise_mapped(error, state)
+    rate = speech.engine.sample_rate
+    if audio.size > INLINE_ENCODE_MAX_SAMPLES:  # minutes of audio: keep the event loop free
+        payload = await asyncio.to_thread(encode, audio, rate, plan.response_format)
+    else:
+        payload = encode(audio, rate, plan.response_format)
+    _observe(state, started, audio, speech.engine.sample_rate, synth_seconds, first_audio=True)
+    return Response(
+        payload,
+        media_type=MEDIA_TYPES[plan.response_format],
+        headers=_audio_headers(speech, state),
+    )
+
+
+async def _synthesize_all(speech: SpeechService, plan: SpeechPlan) -> Audio:
+    if speech.batcher is not None:  # let the batcher see every chunk at once
+        parts = await asyncio.gather(*(speech.synthesize_chunk(c) for c in plan.chunks))
+    else:
+        parts = [await speech.synthesize_chunk(chunk) for chunk in plan.chunks]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+async def _start_stream(
+    plan: SpeechPlan, request: Request, state: ServiceState, speech: SpeechService, started: float
+) -> Response:
+    """Admit and synthesise the first sentence here (so errors get real status codes)."""
+    deadline = started + state.settings.request_timeout_seconds
+    stack = AsyncExitStack()
+    try:
+        async with cancel_on_disconnect(request.receive), asyncio.timeout_at(_loop_time(deadline)):
+            await stack.enter_async_context(state.admission.slot())
+            synth_started = time.perf_counter()
+            first = await speech.synthesize_chunk(plan.chunks[0])
+    except BaseException as error:
+        await stack.aclose()
+        _reraise_mapped(error, state)
+    synth_seconds = time.perf_counter() - synth_started
+    state.metrics.time_to_first_audio_seconds.observe(time.perf_counter() - started)
+    rate = speech.engine.sample_rate
+    produced: list[Audio] = [first]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal synth_seconds
+        head = streaming_wav_header(rate) if plan.response_format == "wav" else b""
+        yield head + to_pcm16(first)
+        for chunk in plan.chunks[1:]:
+            chunk_started = time.perf_counter()
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                audio = await speech.synthesize_chunk(chunk)
+            synth_seconds += time.perf_counter() - chunk_started
+            produced.append(audio)
+            yield to_pcm16(audio)
+
+    async def on_close(outcome: str) -> None:
+        await stack.aclose()  # frees the admission slot
+        if outcome == "disconnected":
+            state.metrics.cancelled_requests_total.labels(stage="streaming").inc()
+        elif outcome == "error":
+            log.warning("stream aborted after %d of %d sentences", len(produced), len(plan.chunks))
+        audio = np.concatenate(produced)
+        _observe(state, started, audio, rate, synth_seconds, first_audio=False)
+
+    return AudioStream(
+        chunks(), on_close, MEDIA_TYPES[plan.response_format], _audio_headers(speech, state)
+    )
+
+
+def _loop_time(perf_deadline: float) -> float:
+    """A perf_counter deadline on the event loop's clock."""
+    return asyncio.get_running_loop().time() + (perf_deadline - time.perf_counter())
+
+
+def _audio_headers(speech: SpeechService, state: ServiceState) -> dict[str, str]:
+    degraded = state.guard is not None and state.guard.degraded
+    serving = state.fallback.name if degraded and state.fallback is not None else speech.engine.name
+    return {
+        "X-Voiceops-Sample-Rate": str(speech.engine.sample_rate),
+        "X-Voiceops-Engine": serving,
+    }
+
+
+def _observe(
+    state: ServiceState,
+    started: float,
+    audio: Audio,
+    sample_rate: int,
+    synth_seconds: float,
+    *,
+    first_audio: bool,
+) -> None:
+    metrics = state.metrics
+    elapsed = time.perf_counter() - started
+    metrics.request_duration_seconds.observe(elapsed)
+    if first_audio:
+        metrics.time_to_first_audio_seconds.observe(elapsed)
+    seconds = audio.size / sample_rate
+    metrics.audio_seconds_total.inc(seconds)
+    if seconds > 0:
+        metrics.realtime_factor.observe(synth_seconds / seconds)
+
+
+def _reraise_mapped(error: BaseException, state: ServiceState) -> NoReturn:
+    mapped = _map_error(error, state)
+    if mapped is error:
+        raise error
+    raise mapped from error
+
+
+def overloaded(retry_after_seconds: int) -> ApiError:
+    return ApiError(
+        429,
+        f"server is at capacity; retry after {retry_after_seconds}s",
+        code="server_overloaded",
+        type_="rate_limit_error",
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
+
+
+def _map_error(error: BaseException, state: ServiceState) -> BaseException:
+    """Turn what went wrong while serving into the client's answer."""
+    if isinstance(error, ClientDisconnectedError):
+        state.metrics.cancelled_requests_total.labels(stage="before_answer").inc()
+        return ApiError(499, "client closed the request", code="client_closed")
+    if isinstance(error, OverloadedError):
+        return overloaded(error.retry_after_seconds)
+    if isinstance(error, TimeoutError):
+        return ApiError(
+            504,
+            f"no audio within the {state.settings.request_timeout_seconds:g}s request deadline",
+            code="deadline_exceeded",
+            type_="timeout_error",
+        )
+    if isinstance(error, UnknownVoiceError):
+        return ApiError(400, str(error), param="voice", code="voice_not_found")
+    if isinstance(error, EngineError):
+        return ApiError(400, f"cannot synthesise this input: {error}", param="input")
+    if isinstance(error, OutOfMemoryExhaustedError):
+        return ApiError(
+            503,
+            f"{error}; the pod is shedding load",
+            code="out_of_memory",
+            type_="server_error",
+            headers={"Retry-After": "5"},
+        )
+    return error
+
+
+info_router = APIRouter()
+
+
+@info_router.get("/v1/models")
+async def list_models(speech: SpeechDep) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": "voiceops"}
+            for model in accepted_models(speech.engine)
+        ],
+    }
+
+
+@info_router.get("/v1/audio/voices")
+async def list_voices(speech: SpeechDep) -> dict[str, Any]:
+    engine = speech.engine
+    return {
+        "default": engine.default_voice,
+        "voices": [
+            {
+                "name": v.name,
+                "language": v.language,
+                "sample_rate": v.sample_rate,
+                "speakers": v.speakers,
+                "engine": v.engine or engine.name,
+            }
+            for v in engine.voices()
+        ],
+    }
+
+
+probe_router = APIRouter()
+
+
+@probe_router.get(pod.PATH_LIVE)
+async def live(state: StateDep) -> JSONResponse:
+    """Live = this event loop answers and no engine call is stuck."""
+    stuck = state.oldest_engine_call_seconds()
+    if stuck > state.settings.liveness_stall_seconds:
+        return JSONResponse(
+            {"status": "wedged", "engine_call_seconds": round(stuck, 3)}, status_code=503
+        )
+    return JSONResponse({"status": "ok", "engine_call_seconds": round(stuck, 3)})
+
+
+@probe_router.get(pod.PATH_READY)
+async def ready(state: StateDep) -> JSONResponse:
+    reasons = state.not_ready_reasons()
+    engine = state.engine
+    body = {
+        "ready": not reasons,
+        "reasons": sorted(reasons),
+        "messages": reasons,
+        "engine": {
+            "name": state.settings.engine if engine is None else engine.name,
+            "device": None if engine is None else engine.device,
+            "version": None if engine is None else engine.version,
+            "fallback": None if state.fallback is None else state.fallback.name,
+        },
+        "gpu": state.gpu.latest.as_details(),
+        "admission": {
+            "running": state.admission.running,
+            "queued": state.admission.waiting,
+            "max_concurrency": state.admission.max_concurrency,
+            "max_queue": state.admission.max_queue,
+        },
+        "degraded": state.guard is not None and state.guard.degraded,
+        "tier": state.settings.tier or None,
+    }
+    return JSONResponse(body, status_code=503 if reasons else 200)
+
+
+@probe_router.get(pod.PATH_METRICS)
+async def metrics(state: StateDep) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def require_fault_token(
+    state: StateDep, authorization: Annotated[str | None, Header()] = None
+):
+    """401 unless ``Authorization: Bearer <VOICEOPS_FAULT_TOKEN>`` (constant-time compare)."""
+    expected = f"Bearer {state.settings.fault_token.get_secret_value()}".encode()
+    given = (authorization or "").encode()
+    if not hmac.compare_digest(given, expected):
+        raise ApiError(
+            401,
+            "fault injection needs Authorization: Bearer <VOICEOPS_FAULT_TOKEN>",
+            param="Authorization",
+            code="invalid_token",
+            type_="authentication_error",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+# Mounted only when fault injection is enabled with a token; otherwise these paths 404.
+faults_router = APIRouter(dependencies=[Depends(require_fault_token)], include_in_schema=False)
+
+
+@faults_router.get(pod.PATH_FAULTS)
+async def get_faults(state: StateDep) -> FaultSnapshot:
+    return state.faults.snapshot()
+
+
+@faults_router.post(pod.PATH_FAULTS, dependencies=[Depends(require_json)])
+async def post_faults(update: FaultUpdate, state: StateDep) -> FaultSnapshot:
+    current = state.faults.merge(update)
+    loop = asyncio.get_running_loop()
+    if update.hang_seconds:
+        log.warning("fault injection: wedging the event loop for %.1fs", update.hang_seconds)
+        loop.call_later(0.05, _hang, state, update.hang_seconds)
+    if update.crash:
+        log.critical("fault injection: crashing with exit code %d", CRASH_EXIT_CODE)
+        loop.call_later(0.1, os._exit, CRASH_EXIT_CODE)
+    return current
+
+
+def _hang(state: ServiceState, seconds: float) -> None:
+    time.sleep(seconds)  # deliberately blocks the event loop: liveness must fail meanwhile
+    state.faults.merge(FaultUpdate(hang_seconds=0.0))
+
+
+@faults_router.delete(pod.PATH_FAULTS)
+async def clear_faults(state: StateDep) -> FaultSnapshot:
+    return state.faults.clear()

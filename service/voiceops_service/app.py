@@ -1,0 +1,241 @@
+"""The app factory: ``create_app(settings)`` wires settings, metrics, engine and routes.
+
+The lifespan starts serving probes at once and loads + warms the engine in
+the background, so ``/readyz`` can say ``loading`` (and a startup probe on
+``/healthz`` passes) while a large model loads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from voiceops_contract import pod
+
+from voiceops_service import __version__
+from voiceops_service.admission import Admission
+from voiceops_service.api import (
+    faults_router,
+    info_router,
+    overloaded,
+    probe_router,
+    speech_router,
+)
+from voiceops_service.engines.base import Engine
+from voiceops_service.engines.registry import create_engine
+from voiceops_service.errors import error_response, install_error_handlers
+from voiceops_service.faults import FaultState
+from voiceops_service.gpu import GpuMonitor
+from voiceops_service.metrics import ServiceMetrics
+from voiceops_service.resilience import OomGuard, OomPolicy
+from voiceops_service.settings import ServiceSettings
+from voiceops_service.state import ServiceState
+from voiceops_service.synthesis import Batcher, EngineRunner, SpeechService
+
+log = logging.getLogger(__name__)
+
+
+class RequestMetricsMiddleware:
+    """Counts every HTTP answer as ``voiceops_requests_total{route, code}`` (route = template)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = (
+                getattr(scope.get("route"), "path", None)
+                or scope.get("voiceops_route")
+                or "unmatched"
+            )
+            self.metrics.requests_total.labels(route=route, code=str(status)).inc()
+
+
+class ShedMiddleware:
+    """429 before the body is even read while the queue is full.
+
+    Refusing must cost far less than serving, or a flood of requests that will
+    be refused anyway eats the CPU the admitted ones need (measured in
+    bench/service_espeak.py). The handler's own admission check still decides
+    for requests that get past this point.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admission = self.state.admission
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == pod.PATH_SPEECH
+            and admission.saturated
+        ):
+            scope["voiceops_route"] = pod.PATH_SPEECH
+            self.state.metrics.rejected_requests_total.inc()
+            response = error_response(overloaded(admission.retry_after_seconds()))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _load_engines(settings: ServiceSettings) -> tuple[Engine, Engine | None]:
+    """Create, load and warm the engine (and the in-process fallback). Blocking."""
+    if settings.faults_enabled:
+        # Injected OOMs raise torch.OutOfMemoryError: import torch now, not on the first
+        # injected call (seconds on a CPU pod, which would blow that request's deadline).
+        importlib.import_module("torch")
+    engine = create_engine(settings.engine, settings)
+    engine.load()
+    engine.warm_up()
+    fallback: Engine | None = None
+    if settings.fallback_engine:
+        fallback = create_engine(settings.fallback_engine, settings)
+        fallback.load()
+        fallback.warm_up()
+    return engine, fallback
+
+
+def _create_batcher(engine: Engine, guard: OomGuard, state: ServiceState) -> Batcher | None:
+    """The dynamic batcher from ``voiceops_service.batching`` when the engine batches."""
+    if not engine.supports_batching:
+        return None
+    try:
+        module = importlib.import_module("voiceops_service.batching")
+    except ImportError as error:
+        log.warning("engine batches but voiceops_service.batching is unavailable: %s", error)
+        return None
+    factory = getattr(module, "create_batcher", None) or module.Batcher
+    keywords: dict[str, Any] = {
+        "engine": engine,
+        "guard": guard,
+        "settings": state.settings,
+        "metrics": state.metrics,
+    }
+    if "gpu" in inspect.signature(factory).parameters:
+        keywords["gpu"] = state.gpu  # memory-aware batch caps read the same telemetry
+    return factory(**keywords)
+
+
+async def load_service(state: ServiceState) -> None:
+    """Bring the engine up and publish it on ``state`` (readiness flips when done)."""
+    settings = state.settings
+    try:
+        engine, fallback = await asyncio.to_thread(_load_engines, settings)
+        guard = OomGuard(
+            OomPolicy.from_settings(settings),
+            metrics=state.metrics,
+            faults=state.faults,
+            fallback=fallback,
+            target_sample_rate=engine.sample_rate,
+        )
+        parallelism = settings.max_concurrency if engine.thread_safe else 1
+        runner = EngineRunner(parallelism, state.metrics, state.faults)
+        batcher = _create_batcher(engine, guard, state)
+        if batcher is not None and hasattr(batcher, "start"):
+            await batcher.start()
+        await asyncio.to_thread(state.gpu.poll_once)  # readiness sees the loaded engine's GPU
+    except Exception as error:
+        state.load_error = f"loading engine {settings.engine!r} failed: {error}"
+        log.exception("engine load failed")
+        if state.on_fatal is not None:
+            state.on_fatal(state.load_error)
+        return
+    state.engine, state.fallback, state.guard, state.runner = engine, fallback, guard, runner
+    state.metrics.set_engine_info(engine.name, engine.default_voice, engine.version, engine.device)
+    state.speech = SpeechService(engine, guard, runner, batcher, state.metrics)
+    log.info(
+        "ready: engine %s %s on %s, voice %s, fallback %s",
+        engine.name,
+        engine.version,
+        engine.device,
+        engine.default_voice,
+        fallback.name if fallback else "none",
+    )
+
+
+async def close_service(state: ServiceState) -> None:
+    speech = state.speech
+    if speech is not None and speech.batcher is not None and hasattr(speech.batcher, "close"):
+        await speech.batcher.close()
+    if state.runner is not None:
+        state.runner.close()
+    for engine in (state.engine, state.fallback):
+        if engine is not None:
+            engine.close()
+    state.gpu.close()
+
+
+def create_app(
+    settings: ServiceSettings | None = None, *, on_fatal: Callable[[str], None] | None = None
+) -> FastAPI:
+    """A new app; ``on_fatal(message)`` is called if the engine cannot load (the CLI exits)."""
+    settings = settings or ServiceSettings()
+    metrics = ServiceMetrics()
+    faults = FaultState()
+    state = ServiceState(
+        settings=settings,
+        metrics=metrics,
+        faults=faults,
+        admission=Admission(settings.max_concurrency, settings.max_queue, metrics),
+        gpu=GpuMonitor(metrics, faults, settings.gpu_poll_interval_seconds),
+        on_fatal=on_fatal,
+    )
+    metrics.set_engine_info(settings.engine, settings.voice, "loading", settings.device)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        # Telemetry runs from the start: GPU memory matters while a model loads, too.
+        poller = asyncio.create_task(state.gpu.run(), name="gpu-poller")
+        loader = asyncio.create_task(load_service(state), name="engine-loader")
+        try:
+            yield {}
+        finally:
+            for task in (loader, poller):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await close_service(state)
+
+    app = FastAPI(
+        title="voiceops-service",
+        version=__version__,
+        description="OpenAI-compatible text-to-speech with truthful health and GPU telemetry.",
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.include_router(speech_router)
+    app.include_router(info_router)
+    app.include_router(probe_router)
+    if settings.faults_enabled:
+        log.warning("fault injection is ENABLED at %s", "/admin/faults")
+        app.include_router(faults_router)
+    elif settings.fault_injection:
+        log.warning("VOICEOPS_FAULT_INJECTION=true but VOICEOPS_FAULT_TOKEN is empty: faults off")
+    app.add_middleware(ShedMiddleware, state=state)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: counts all
+    return app

@@ -1,0 +1,74 @@
+"""The service's one settings object, read from ``VOICEOPS_*`` environment variables.
+
+Field names match ``voiceops_contract.pod`` (``VOICEOPS_MAX_CONCURRENCY`` ->
+``max_concurrency``); the CLI sets the same fields from flags.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from voiceops_contract import pod
+
+EngineName = Literal["espeak", "vits"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+HARD_MAX_INPUT_CHARS = 4096  # the API contract (DESIGN.md §6): never more
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=pod.ENV_PREFIX, extra="ignore")
+
+    engine: EngineName = "espeak"
+    voice: str = Field("", description="Voice name; empty = the engine's default voice.")
+    model_path: str = Field("", description="Piper .onnx file or directory; empty = bundled.")
+    device: DeviceName = "auto"
+    fp16: bool = Field(False, description="vits: run in half precision on CUDA.")
+    host: str = "0.0.0.0"
+    port: int = Field(pod.DEFAULT_PORT, ge=0, le=65535, description="HTTP port; 0 = any free port.")
+
+    max_concurrency: int = Field(4, ge=1, le=1024, description="Engine calls at once.")
+    max_queue: int = Field(64, ge=0, le=100_000, description="Requests waiting past the limit.")
+    batch_max_size: int = Field(8, ge=1, le=256)
+    batch_max_delay_ms: float = Field(10.0, ge=0, le=10_000)
+    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    max_input_chars: int = Field(HARD_MAX_INPUT_CHARS, ge=1, le=HARD_MAX_INPUT_CHARS)
+
+    fallback_engine: Literal["", "espeak"] = ""
+    fallback_voice: str = Field("en-us", description="espeak voice used while degraded.")
+    oom_max_retries: int = Field(3, ge=0, le=10, description="Retries of one call after OOM.")
+    oom_backoff_initial_seconds: float = Field(0.05, ge=0, le=10)
+    oom_backoff_max_seconds: float = Field(1.0, ge=0, le=60)
+    oom_degrade_threshold: int = Field(3, ge=1, le=1000, description="OOMs that mark degraded.")
+    oom_degrade_window_seconds: float = Field(60.0, gt=0, le=3600)
+    oom_recover_clean_calls: int = Field(20, ge=1, le=100_000)
+    oom_recover_quiet_seconds: float = Field(60.0, gt=0, le=3600)
+
+    fault_injection: bool = False
+    fault_token: SecretStr = SecretStr("")
+    tier: Literal["", "gpu", "fallback"] = ""
+    gpu_poll_interval_seconds: float = Field(2.0, gt=0, le=600)
+    liveness_stall_seconds: float = Field(
+        10.0, gt=0, le=3600, description="/healthz fails when the engine worker is stuck this long."
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("voice", "model_path", "host")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _check_consistent(self) -> Self:
+        if self.oom_backoff_max_seconds < self.oom_backoff_initial_seconds:
+            raise ValueError(
+                "oom_backoff_max_seconds must be >= oom_backoff_initial_seconds "
+                f"(got {self.oom_backoff_max_seconds} < {self.oom_backoff_initial_seconds})"
+            )
+        return self
+
+    @property
+    def faults_enabled(self) -> bool:
+        """Both the flag and a non-empty token (the app logs a warning for flag-only)."""
+        return self.fault_injection and bool(self.fault_token.get_secret_value())

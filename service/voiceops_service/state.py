@@ -1,0 +1,109 @@
+"""What the app holds while it runs (`app.state.service`) and the dependencies handing it out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from voiceops_service.admission import Admission
+from voiceops_service.engines.base import Engine
+from voiceops_service.errors import ApiError
+from voiceops_service.faults import FaultState
+from voiceops_service.gpu import GpuMonitor
+from voiceops_service.metrics import ServiceMetrics
+from voiceops_service.resilience import OomGuard
+from voiceops_service.settings import ServiceSettings
+from voiceops_service.synthesis import EngineRunner, SpeechService
+
+READY_LOADING = "loading"
+READY_LOAD_FAILED = "load_failed"
+READY_GPU_UNUSABLE = "gpu_unusable"
+READY_SATURATED = "saturated"
+READY_DEGRADED = "degraded"
+
+
+@dataclass
+class ServiceState:
+    settings: ServiceSettings
+    metrics: ServiceMetrics
+    faults: FaultState
+    admission: Admission
+    gpu: GpuMonitor
+    engine: Engine | None = None
+    fallback: Engine | None = None
+    guard: OomGuard | None = None
+    runner: EngineRunner | None = None
+    speech: SpeechService | None = None
+    load_error: str | None = None
+    on_fatal: Callable[[str], None] | None = None
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+    def not_ready_reasons(self) -> dict[str, str]:
+        """Reason -> human message; empty when the pod should receive traffic."""
+        reasons: dict[str, str] = {}
+        if self.load_error is not None:
+            reasons[READY_LOAD_FAILED] = self.load_error
+        elif self.speech is None:
+            reasons[READY_LOADING] = f"loading the {self.settings.engine} engine"
+        if (message := self.gpu_problem()) is not None:
+            reasons[READY_GPU_UNUSABLE] = message
+        if self.admission.saturated:
+            reasons[READY_SATURATED] = (
+                f"{self.admission.running} running and {self.admission.waiting} queued "
+                f"(max_concurrency {self.admission.max_concurrency}, "
+                f"max_queue {self.admission.max_queue})"
+            )
+        if self.guard is not None and self.guard.degraded:
+            fallback = self.guard.fallback.name if self.guard.fallback else "none"
+            reasons[READY_DEGRADED] = (
+                f"repeated CUDA out-of-memory errors ({self.guard.oom_count} so far); "
+                f"in-process fallback engine: {fallback}"
+            )
+        return reasons
+
+    def oldest_engine_call_seconds(self) -> float:
+        """The longest-running engine call right now (direct or batched); 0 when idle."""
+        ages = [self.runner.oldest_call_seconds()] if self.runner is not None else []
+        batcher = self.speech.batcher if self.speech is not None else None
+        if batcher is not None and hasattr(batcher, "oldest_call_seconds"):
+            ages.append(batcher.oldest_call_seconds())
+        return max(ages, default=0.0)
+
+    def gpu_problem(self) -> str | None:
+        """Why the GPU this pod needs cannot be used (None: fine, or no GPU needed)."""
+        engine = self.engine
+        if engine is not None and not engine.device.startswith("cuda"):
+            if self.settings.device == "cuda":
+                return f"device=cuda was asked for but the {engine.name} engine runs on cpu"
+            return None
+        if engine is None and self.settings.device != "cuda":
+            return None
+        snapshot = self.gpu.latest
+        if not snapshot.cuda_available:
+            return "the engine needs CUDA but torch sees no usable GPU"
+        if snapshot.nvml_error is not None and not snapshot.simulated:
+            return snapshot.nvml_error
+        return None
+
+
+# Dependencies are async on purpose: FastAPI runs sync ones in its thread pool,
+# one thread hop each per request (measured: 3x the per-request overhead).
+async def get_state(request: Request) -> ServiceState:
+    return request.app.state.service
+
+
+async def get_speech(request: Request) -> SpeechService:
+    state: ServiceState = request.app.state.service
+    if state.speech is None:
+        reason = state.load_error or f"the {state.settings.engine} engine is still loading"
+        raise ApiError(
+            503, reason, code="not_ready", type_="server_error", headers={"Retry-After": "5"}
+        )
+    return state.speech
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SpeechDep = Annotated[SpeechService, Depends(get_speech)]
