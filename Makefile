@@ -68,3 +68,10 @@ chart-crd:
 
 chart-check: tools
 	$(BIN)/pytest -n 2 tests/chart
+
+# --- Generated files -----------------------------------------------------------
+# The CRD, the chart's copy, docs/voiceservice-api.md and the README's field table
+# all come from voiceops_operator.spec; tests fail when they drift.
+.PHONY: docs
+docs: venv
+	$(BIN)/python tools/sync_docs.py
