@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,6 +28,7 @@ from voiceops_service.api import (
     probe_router,
     speech_router,
 )
+from voiceops_service.batching import create_batcher
 from voiceops_service.engines.base import Engine
 from voiceops_service.engines.registry import create_engine
 from voiceops_service.errors import error_response, install_error_handlers
@@ -120,24 +120,16 @@ def _load_engines(settings: ServiceSettings) -> tuple[Engine, Engine | None]:
 
 
 def _create_batcher(engine: Engine, guard: OomGuard, state: ServiceState) -> Batcher | None:
-    """The dynamic batcher from ``voiceops_service.batching`` when the engine batches."""
+    """The dynamic batcher when the engine batches (memory caps read the pod's GPU telemetry)."""
     if not engine.supports_batching:
         return None
-    try:
-        module = importlib.import_module("voiceops_service.batching")
-    except ImportError as error:
-        log.warning("engine batches but voiceops_service.batching is unavailable: %s", error)
-        return None
-    factory = getattr(module, "create_batcher", None) or module.Batcher
-    keywords: dict[str, Any] = {
-        "engine": engine,
-        "guard": guard,
-        "settings": state.settings,
-        "metrics": state.metrics,
-    }
-    if "gpu" in inspect.signature(factory).parameters:
-        keywords["gpu"] = state.gpu  # memory-aware batch caps read the same telemetry
-    return factory(**keywords)
+    return create_batcher(
+        engine=engine,
+        guard=guard,
+        settings=state.settings,
+        metrics=state.metrics,
+        gpu=state.gpu,
+    )
 
 
 async def load_service(state: ServiceState) -> None:

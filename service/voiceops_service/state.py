@@ -68,7 +68,7 @@ class ServiceState:
         """The longest-running engine call right now (direct or batched); 0 when idle."""
         ages = [self.runner.oldest_call_seconds()] if self.runner is not None else []
         batcher = self.speech.batcher if self.speech is not None else None
-        if batcher is not None and hasattr(batcher, "oldest_call_seconds"):
+        if batcher is not None:
             ages.append(batcher.oldest_call_seconds())
         return max(ages, default=0.0)
 

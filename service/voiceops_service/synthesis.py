@@ -41,6 +41,8 @@ T = TypeVar("T")
 class Batcher(Protocol):
     async def submit(self, request: SynthesisRequest) -> Audio: ...
 
+    def oldest_call_seconds(self) -> float: ...
+
 
 class EngineRunner:
     """Runs blocking engine work in worker threads, at most ``parallelism`` at a time.
