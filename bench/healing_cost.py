@@ -15,13 +15,21 @@ instead of listed from an API server, and no Kubernetes writes are made (in
 steady state the loop writes nothing anyway). Its CPU is not counted: only
 the operator-side process is measured.
 
-    .venv/bin/python bench/healing_cost.py [--services 200] [--interval 5] [--duration 60]
+The cadence is the operator's: ``policy.observation_interval`` of the spec's
+window (a quarter window, 0.25 s .. SCRAPE_INTERVAL_SECONDS), so ``--window 10``
+(the default window) scrapes every 2.5 s and ``--window 2`` every 0.5 s. The
+baseline, measured in the same run right after, is the fixed cadence the loop
+used before the spec-derived one (``--baseline-interval``, default the default
+SCRAPE_INTERVAL_SECONDS = 5 s); the ratios compare the two.
+
+    .venv/bin/python bench/healing_cost.py [--services 200] [--window 10] [--duration 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -166,6 +174,7 @@ async def run_operator_side(services: int, interval: float, duration: float) -> 
     from voiceops_operator.spec import parse_voiceservice
 
     rss_idle = rss_mib()
+    gc.collect()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
     scraper = observe.PodScraper(session, timeout_seconds=1.0)
     manifest = {
@@ -238,8 +247,25 @@ async def run_operator_side(services: int, interval: float, duration: float) -> 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=200)
-    parser.add_argument("--interval", type=float, default=5.0)
-    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument(
+        "--window", type=float, default=10.0, help="spec.failover.windowSeconds (cadence)"
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=5.0,
+        help="SCRAPE_INTERVAL_SECONDS (the cadence's ceiling)",
+    )
+    parser.add_argument(
+        "--interval", type=float, default=0.0, help="fixed cadence instead of the spec's"
+    )
+    parser.add_argument(
+        "--baseline-interval",
+        type=float,
+        default=5.0,
+        help="fixed cadence of the baseline phase (0: none)",
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per phase")
     parser.add_argument("--serve-pods", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_pods:
@@ -258,12 +284,32 @@ def main() -> int:
             return 1
         # Import the operator only now, so the idle RSS baseline includes its modules.
         import voiceops_operator.healing  # noqa: F401
+        from voiceops_operator import policy
 
-        result = asyncio.run(run_operator_side(args.services, args.interval, args.duration))
+        interval = args.interval or policy.observation_interval(
+            policy.PolicyConfig(window_seconds=args.window), args.scrape_interval
+        )
+        result = asyncio.run(run_operator_side(args.services, interval, args.duration))
+        result["window_s"] = args.window
+        result["cadence"] = "fixed" if args.interval else "spec (policy.observation_interval)"
+        if args.baseline_interval:
+            baseline = asyncio.run(
+                run_operator_side(args.services, args.baseline_interval, args.duration)
+            )
+            result["baseline"] = {
+                k: baseline[k]
+                for k in ("interval_s", "passes", "cpu_s_per_min", "cpu_ms_per_pass", "rss_mib_end")
+            }
+            result["cpu_per_min_vs_baseline"] = round(
+                result["cpu_s_per_min"] / max(baseline["cpu_s_per_min"], 1e-9), 2
+            )
+            result["passes_vs_baseline"] = round(result["passes"] / max(baseline["passes"], 1), 2)
     finally:
         pods.terminate()
         pods.wait(timeout=10)
     result["cpus"] = os.cpu_count()
+    # Against the machine: the share of one core the loop keeps busy.
+    result["share_of_one_core"] = round(result["cpu_s_per_min"] / 60, 3)
     print(json.dumps(result, indent=2))
     return 0
 

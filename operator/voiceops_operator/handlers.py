@@ -86,6 +86,12 @@ async def _reconcile(body: kopf.Body, memo: Any) -> None:
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
 
 
+def _stopping(memo: Any) -> bool:
+    """The operator is stopping (clients closed): kopf may still start a timer run."""
+    api = getattr(memo, "api", None)
+    return api is None or api.closed
+
+
 def _owner_name(body: kopf.Body) -> str | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == spec.KIND and ref.get("apiVersion") == spec.API_VERSION:
@@ -133,6 +139,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # Level-triggered safety net: anything missed by the watches converges here.
         meta = body["metadata"]
+        if _stopping(memo):
+            return
         try:
             with _timed(memo):
                 await _reconciler(memo).request(meta["namespace"], meta["name"])
@@ -153,7 +161,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             # Drift repair: a child changed or vanished; re-reconcile its owner.
             owner = _owner_name(body)
             namespace = body.get("metadata", {}).get("namespace")
-            if not owner or not namespace:
+            if not owner or not namespace or _stopping(memo):
                 return
             try:
                 with _timed(memo):

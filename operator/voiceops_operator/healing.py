@@ -36,6 +36,7 @@ import aiohttp
 import kopf
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
 
 from voiceops_operator import build, observe, policy
 from voiceops_operator import status as st
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "voiceops-operator"
 MIN_WAKE_GAP_SECONDS = 0.2  # coalesce bursts of pod events into one pass
+STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
+CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
 
 # Reasons of the FailedOver/Degraded conditions when they are False.
 REASON_GPU_TIER_ACTIVE = "GPUTierActive"
@@ -128,6 +131,10 @@ def healing_status(
 ) -> dict[str, Any]:
     """The healing-owned part of the status, as a merge patch; {} when nothing changed."""
     wanted = policy.state_to_status(decision.state, decision.transition)
+    # Exactly the pending signals: one that ended is removed (null), or a restart
+    # would resume a window that is long over.
+    signals = wanted["healing"]["signals"]
+    wanted["healing"]["signals"] = {k: signals.get(k) for k in policy.SIGNALS}
     wanted["conditions"] = healing_conditions(
         list(current.get("conditions") or []), decision, fallback_enabled, generation, now
     )
@@ -139,20 +146,41 @@ def healing_status(
 
 
 def _merge_patch_diff(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``wanted`` that a merge patch must carry to make ``current`` agree."""
+    """The subset of ``wanted`` that a merge patch must carry to make ``current`` agree.
+
+    A None in ``wanted`` means "absent": a null in the patch when ``current`` has it,
+    nothing otherwise (so an absent key costs no write).
+    """
     patch: dict[str, Any] = {}
     for key, value in wanted.items():
         have = current.get(key)
-        if isinstance(value, dict) and value and isinstance(have, dict):
-            sub = _merge_patch_diff(have, value)
-            if sub:
-                patch[key] = sub
+        if isinstance(value, dict):
+            if isinstance(have, dict):
+                sub = _merge_patch_diff(have, value)
+                if sub:
+                    patch[key] = sub
+            else:
+                created = _without_nones(value)
+                if created or have is not None:
+                    patch[key] = created
         elif value is None:
             if have is not None:
                 patch[key] = None
         elif have != value:
             patch[key] = value
     return patch
+
+
+def _without_nones(value: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            item = _without_nones(item)
+            if not item:
+                continue
+        if item is not None:
+            out[key] = item
+    return out
 
 
 def front_selector_patch(
@@ -246,6 +274,10 @@ def transition_event(
     }
 
 
+def _is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, KubeError) and exc.status == 409
+
+
 def routing_of(decision: policy.Decision) -> build.Routing:
     return build.Routing(
         active_tier=decision.active_tier, fallback_replicas=decision.fallback_replicas
@@ -272,6 +304,10 @@ class HealingRuntime:
     prometheus: observe.PrometheusSource | None = None
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     instance: str = field(default_factory=socket.gethostname)
+    # Set by close(): kopf may (re)spawn a daemon while the operator stops (a handler
+    # that finishes after the stop began); it must then return at once, not use
+    # closed clients until kopf's cancellation timeout.
+    closed: bool = False
 
     async def list_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         selector = f"{build.LABEL_INSTANCE}={name},{build.LABEL_MANAGED_BY}={build.MANAGED_BY}"
@@ -320,6 +356,7 @@ class HealingRuntime:
         return result
 
     async def close(self) -> None:
+        self.closed = True
         await self.session.close()
         await self.api_client.close()
 
@@ -333,17 +370,25 @@ class HealingLoop:
         self.name = name
         self.state: policy.PolicyState | None = None
         self.applied: build.Routing | None = None  # routing last seen on the children
-        self._stale_rv: str | None = None
-        self._written: dict[str, Any] = {}
+        self.config: policy.PolicyConfig | None = None  # from the spec, each pass
+        # Seconds between passes, from the spec (policy.observation_interval).
+        self.interval = runtime.settings.scrape_interval_seconds
+        # The object as our last status write left it, and the resourceVersions
+        # that write superseded: a body still at one of those predates the write.
+        self._written: tuple[str, dict[str, Any]] | None = None
+        self._superseded: set[str] = set()
         # Status fields the API server pruned (a CRD without them): never retried.
         self._pruned: set[str] = set()
 
-    def _current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The body's status, or what we wrote if the body predates that write."""
+    def _current(self, body: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        """(resourceVersion, status) of the body, or of our write if the body predates it."""
         rv = (body.get("metadata") or {}).get("resourceVersion")
-        if self._stale_rv is not None and rv == self._stale_rv:
+        if self._written is not None and rv in self._superseded:
             return self._written
-        return dict(body.get("status") or {})
+        return rv, dict(body.get("status") or {})
+
+    def _current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._current(body)[1]
 
     async def step(self, body: Mapping[str, Any]) -> policy.Decision | None:
         """One observe → decide → act pass; None when the spec is invalid."""
@@ -352,7 +397,10 @@ class HealingLoop:
             vs = parse_voiceservice(dict(body), self.namespace)
         except InvalidSpec:
             return None  # the spec reconcile reports it; nothing to heal
-        config = policy_config(vs.spec)
+        config = self.config = policy_config(vs.spec)
+        self.interval = policy.observation_interval(
+            config, self.runtime.settings.scrape_interval_seconds
+        )
         current = self._current_status(body)
         if self.state is None:
             self.state = policy.state_from_status(current)
@@ -372,7 +420,7 @@ class HealingLoop:
             gpu_replicas=build.gpu_replicas(vs.spec),
         )
         decision = policy.decide(config, self.state, observation)
-        await self._act(body, vs, current, decision)
+        await self._act(body, vs, decision)
         self.state = decision.state
         self.runtime.metrics.reconcile_duration.labels("healing").observe(
             time.perf_counter() - started
@@ -383,31 +431,11 @@ class HealingLoop:
         self,
         body: Mapping[str, Any],
         vs: VoiceService,
-        current: dict[str, Any],
         decision: policy.Decision,
     ) -> None:
         rt = self.runtime
         now = st.now_rfc3339()
-        patch = healing_status(current, decision, vs.spec.fallback.enabled, vs.generation, now)
-        for key in self._pruned:
-            patch.pop(key, None)
-        if patch:
-            meta = body["metadata"]
-            written = await rt.api.patch(
-                API_VERSION, KIND, self.namespace, self.name, {"status": patch}, "status"
-            )
-            self._stale_rv = meta.get("resourceVersion")
-            self._written = dict(written.get("status") or {})
-            pruned = {k for k, v in patch.items() if v is not None and k not in self._written}
-            if pruned - self._pruned:
-                log.warning(
-                    "%s/%s: the API server dropped status fields %s (CRD schema without "
-                    "them); the healing loop keeps them in memory only",
-                    self.namespace,
-                    self.name,
-                    sorted(pruned),
-                )
-                self._pruned |= pruned
+        await self._write_status(body, vs, decision, now)
         routing = routing_of(decision)
         if routing != self.applied:
             await self._apply_routing(vs, routing)
@@ -433,6 +461,64 @@ class HealingLoop:
         except KubeError as exc:  # the transition stands; a lost Event is only logged
             rt.metrics.observation_errors.labels("api").inc()
             log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+
+    async def _write_status(
+        self, body: Mapping[str, Any], vs: VoiceService, decision: policy.Decision, now: str
+    ) -> None:
+        """Patch the healing-owned status fields, guarded by resourceVersion.
+
+        The spec reconcile writes the same status (Ready/Progressing in the same
+        conditions list, which a merge patch replaces whole), so the patch carries
+        the resourceVersion it was computed from; on 409 Conflict it re-reads the
+        object and recomputes from the fresh status, never clobbering the other side.
+        """
+        rv, current = self._current(body)
+        superseded: set[str] = set()
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_is_conflict),
+            stop=stop_after_attempt(STATUS_WRITE_ATTEMPTS),
+            wait=wait_random(0, CONFLICT_BACKOFF_SECONDS),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    fresh = await self.runtime.api.get(API_VERSION, KIND, self.namespace, self.name)
+                    if fresh is None:
+                        return  # deleted meanwhile; the daemon stops
+                    rv = fresh["metadata"].get("resourceVersion")
+                    current = fresh.get("status") or {}
+                patch = healing_status(
+                    current, decision, vs.spec.fallback.enabled, vs.generation, now
+                )
+                for key in self._pruned:
+                    patch.pop(key, None)
+                if not patch:
+                    return
+                if rv is not None:
+                    superseded.add(rv)
+                written = await self.runtime.api.patch(
+                    API_VERSION,
+                    KIND,
+                    self.namespace,
+                    self.name,
+                    {"metadata": {"resourceVersion": rv}, "status": patch},
+                    "status",
+                )
+        written_status = dict(written.get("status") or {})
+        self._written = (written["metadata"].get("resourceVersion"), written_status)
+        self._superseded = superseded | {
+            v for v in ((body.get("metadata") or {}).get("resourceVersion"),) if v
+        }
+        pruned = {k for k, v in patch.items() if v is not None and k not in written_status}
+        if pruned - self._pruned:
+            log.warning(
+                "%s/%s: the API server dropped status fields %s (CRD schema without "
+                "them); the healing loop keeps them in memory only",
+                self.namespace,
+                self.name,
+                sorted(pruned),
+            )
+            self._pruned |= pruned
 
     async def _apply_routing(self, vs: VoiceService, routing: build.Routing) -> None:
         api = self.runtime.api
@@ -482,9 +568,8 @@ async def run_loop(
     loop: HealingLoop, body: Mapping[str, Any], stopped: Any, wake: asyncio.Event
 ) -> None:
     """Passes until stopped; one failed pass is logged and retried next interval."""
-    interval = loop.runtime.settings.scrape_interval_seconds
-    while not stopped:
-        pause = interval
+    while not stopped and not loop.runtime.closed:
+        pause = loop.interval
         try:
             decision = await loop.step(body)
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
@@ -493,10 +578,15 @@ async def run_loop(
             loop.applied = None  # re-check the children next time
             loop.state = None  # and re-read the status
         else:
-            if decision is not None and decision.recheck_at is not None:
-                # Look again the moment a pending window runs out, not an interval later.
-                pause = min(interval, max(0.05, decision.recheck_at - time.time() + 0.01))
-        if stopped:
+            if decision is not None and loop.config is not None:
+                # The spec's cadence, or sooner when a pending window runs out.
+                pause = policy.observation_delay(
+                    loop.config,
+                    loop.runtime.settings.scrape_interval_seconds,
+                    decision.recheck_at,
+                    time.time(),
+                )
+        if stopped or loop.runtime.closed:
             break
         if await wait_for_wake(stopped, wake, pause) and not stopped:
             # Pod events come in bursts (status, conditions, endpoints): one pass for all.
@@ -571,7 +661,15 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         if runtime is not None:
             await runtime.close()
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id="healing", cancellation_timeout=5.0)
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="healing",
+        cancellation_backoff=1.0,
+        cancellation_timeout=5.0,
+    )
     async def healing_daemon(
         stopped: kopf.DaemonStopped,
         name: str,

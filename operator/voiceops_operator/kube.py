@@ -76,6 +76,7 @@ class KubeApi:
         self._client = api_client
         self._timeout = timeout_seconds
         self.counts = RequestCounts()
+        self.closed = False  # after close(): handlers kopf starts while stopping do nothing
 
     @classmethod
     async def connect(cls, timeout_seconds: float = 10.0) -> KubeApi:
@@ -89,6 +90,7 @@ class KubeApi:
         return cls(api_client, timeout_seconds)
 
     async def close(self) -> None:
+        self.closed = True
         await self._client.close()
 
     async def _call(

@@ -77,6 +77,7 @@ REASON_WAITING_FOR_GPU = "WaitingForGPUTier"
 SIGNAL_PRESSURE = "pressure"  # severity >= 1
 SIGNAL_FAILURE = "failure"  # severity == 2
 SIGNAL_HEALTHY = "healthy"
+SIGNALS = (SIGNAL_PRESSURE, SIGNAL_FAILURE, SIGNAL_HEALTHY)
 
 
 class Severity(IntEnum):
@@ -541,6 +542,46 @@ def recheck_at(config: PolicyConfig, state: PolicyState, obs: Observation) -> fl
     return min(future) if future else None
 
 
+# The fastest the loop observes a VoiceService: scraping every GPU pod 4 times a
+# second is plenty for windows of a second or more, and bounds the cost.
+MIN_OBSERVATION_INTERVAL_SECONDS = 0.25
+# Never sleep less than this before a recheck (a deadline a hair away, clock jitter).
+MIN_RECHECK_DELAY_SECONDS = 0.05
+
+
+def observation_interval(config: PolicyConfig, scrape_interval_seconds: float) -> float:
+    """Seconds between observations of one VoiceService: a quarter of its window.
+
+    Clamped to [MIN_OBSERVATION_INTERVAL_SECONDS, scrape_interval_seconds] (the
+    operator's SCRAPE_INTERVAL_SECONDS is the ceiling, and wins when set lower than
+    the floor). A signal is first seen at most one interval after it appears and
+    acted on when its window runs out (:func:`recheck_at`), so a decision comes
+    within ``window + window/4`` of the signal, whatever the scrape interval.
+    """
+    quarter = max(MIN_OBSERVATION_INTERVAL_SECONDS, config.window_seconds / 4)
+    return min(scrape_interval_seconds, quarter)
+
+
+def observation_delay(
+    config: PolicyConfig,
+    scrape_interval_seconds: float,
+    recheck: float | None,
+    now: float,
+) -> float:
+    """How long to wait before the next observation, given the latest decision.
+
+    ``recheck`` is the decision's :attr:`Decision.recheck_at`. The spec-derived
+    cadence holds in every phase (a signal that appears in steady Serving must be
+    seen promptly, and a pending window must be sampled often enough that a dip in
+    the middle restarts it); sooner when a window, grace period or cooldown runs
+    out before the next tick, so the decision lands on time.
+    """
+    interval = observation_interval(config, scrape_interval_seconds)
+    if recheck is None:
+        return interval
+    return min(interval, max(MIN_RECHECK_DELAY_SECONDS, recheck - now + 0.01))
+
+
 def _target_phase(
     config: PolicyConfig,
     phase: Phase,
@@ -602,7 +643,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> PolicyState:
     last = status.get("lastTransition") or {}
     signals: dict[str, float] = {}
     for key, value in (healing.get("signals") or {}).items():
-        if key in (SIGNAL_PRESSURE, SIGNAL_FAILURE, SIGNAL_HEALTHY) and isinstance(value, str):
+        if key in SIGNALS and isinstance(value, str):
             try:
                 signals[key] = from_rfc3339(value)
             except ValueError:
@@ -615,11 +656,14 @@ def state_from_status(status: Mapping[str, Any] | None) -> PolicyState:
             last_time = None
     tier = status.get("activeTier")
     fallback = (status.get("fallback") or {}).get("desiredReplicas")
+    # No transition yet (still Pending): the initial reason and message, exactly as
+    # a fresh state has them, so a restart rewrites nothing.
+    initial = PolicyState()
     return PolicyState(
         phase=phase,
         active_tier=tier if tier in ("gpu", "fallback", "both") else "gpu",
-        reason=str(last.get("reason") or ""),
-        message=str(last.get("message") or ""),
+        reason=str(last.get("reason") or initial.reason),
+        message=str(last.get("message") or initial.message),
         signals=signals,
         last_transition_time=last_time,
         failovers=int(status.get("failovers") or 0),

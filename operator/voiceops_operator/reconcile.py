@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
+
 from voiceops_operator import build, diff
 from voiceops_operator import status as st
 from voiceops_operator.kube import KubeApi, KubeError
@@ -26,7 +28,12 @@ from voiceops_operator.spec import (
 )
 
 log = logging.getLogger(__name__)
-STATUS_WRITE_ATTEMPTS = 3
+STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
+CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, KubeError) and exc.status == 409
 
 
 class EventSink(Protocol):
@@ -284,6 +291,7 @@ class Reconciler:
                 gpu=gpu,
                 fallback=fallback,
                 now=st.now_rfc3339(),
+                writes_phase=not self.settings.self_healing,
             )
 
         current = body.get("status") or {}
@@ -317,37 +325,44 @@ class Reconciler:
 
         The self-healing loop writes the same status (its own conditions in the same
         list), so a write re-reads the object and sends its resourceVersion: a
-        concurrent change makes it retry on fresh data instead of clobbering it.
+        concurrent change makes it retry on fresh data (409 Conflict, tenacity)
+        instead of clobbering it.
         """
         if not st.status_patch(body.get("status") or {}, compute(body.get("status") or {})):
             return None
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        for _attempt in range(STATUS_WRITE_ATTEMPTS):
-            fresh = await self.api.get(API_VERSION, KIND, ns, name)
-            if fresh is None:
-                return None
-            current = fresh.get("status") or {}
-            new = compute(current)
-            patch = st.status_patch(current, new)
-            if not patch:
-                return None
-            rv = fresh["metadata"].get("resourceVersion")
-            try:
-                await self.api.patch(
-                    API_VERSION,
-                    KIND,
-                    ns,
-                    name,
-                    {"metadata": {"resourceVersion": rv}, "status": patch},
-                    "status",
-                )
-            except KubeError as exc:
-                if exc.status == 409:
-                    continue
-                raise
-            return current, new
-        raise KubeError(409, f"status of {name} kept changing; will retry")
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(_is_conflict),
+                stop=stop_after_attempt(STATUS_WRITE_ATTEMPTS),
+                wait=wait_random(0, CONFLICT_BACKOFF_SECONDS),
+                reraise=True,
+            ):
+                with attempt:
+                    fresh = await self.api.get(API_VERSION, KIND, ns, name)
+                    if fresh is None:
+                        return None
+                    current = fresh.get("status") or {}
+                    new = compute(current)
+                    patch = st.status_patch(current, new)
+                    if not patch:
+                        return None
+                    rv = fresh["metadata"].get("resourceVersion")
+                    await self.api.patch(
+                        API_VERSION,
+                        KIND,
+                        ns,
+                        name,
+                        {"metadata": {"resourceVersion": rv}, "status": patch},
+                        "status",
+                    )
+                    return current, new
+        except KubeError as exc:
+            if exc.status == 409:
+                raise KubeError(409, f"status of {name} kept changing; will retry") from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write_invalid(self, body: dict[str, Any], exc: InvalidSpec) -> None:
         def compute(current: dict[str, Any]) -> dict[str, Any]:
@@ -356,6 +371,7 @@ class Reconciler:
                 generation=int(body["metadata"].get("generation") or 0),
                 message=str(exc),
                 now=st.now_rfc3339(),
+                writes_phase=not self.settings.self_healing,
             )
 
         if await self._patch_status(body, compute):

@@ -743,6 +743,42 @@ class Transition(_Model):
     message: str = Field(default="", description="Human-readable details.")
 
 
+class HealingSignals(_Model):
+    """When each signal the failover policy is timing was first seen (RFC 3339)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pressure: str | None = Field(
+        default=None,
+        description="Since when the GPU tier has been under pressure (memory at or above "
+        "memoryHighRatio, a degraded, crash-looping or unschedulable GPU pod, unreadable "
+        "metrics); it acts once this has held failover.windowSeconds. Unset: no pressure.",
+    )
+    failure: str | None = Field(
+        default=None,
+        description="Since when the GPU tier has been unable to serve (no usable ready GPU "
+        "pod); fails over once this has held failover.windowSeconds. Unset: no failure.",
+    )
+    healthy: str | None = Field(
+        default=None,
+        description="Since when the GPU tier has been continuously healthy; Recovering "
+        "starts after failover.windowSeconds of it and traffic returns to the GPU tier "
+        "after failover.recoverAfterSeconds. Unset: not healthy.",
+    )
+
+
+class HealingStatus(_Model):
+    """What the self-healing loop is timing, kept so an operator restart resumes it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    signals: HealingSignals | None = Field(
+        default=None,
+        description="Pending signals and when each was first seen; an operator restart "
+        "resumes these windows (and the recoverAfterSeconds clock) instead of restarting them.",
+    )
+
+
 class VoiceServiceStatus(_Model):
     """Observed state, written by the operator."""
 
@@ -770,6 +806,9 @@ class VoiceServiceStatus(_Model):
     fallback: FallbackTierStatus | None = Field(default=None, description="Fallback tier.")
     failovers: int | None = Field(default=None, ge=0, description="Failovers so far.")
     last_transition: Transition | None = Field(default=None, description="Last tier transition.")
+    healing: HealingStatus | None = Field(
+        default=None, description="State of the self-healing loop (written by the operator)."
+    )
 
 
 # --- parsing -----------------------------------------------------------------------

@@ -1,10 +1,26 @@
 """VoiceService status computed from the children. Pure.
 
-The reconcile loop owns observedGeneration, the per-tier replica counts, the
-READY printer string and the Ready/Progressing conditions. The self-healing loop
-owns phase transitions, activeTier, Degraded/FailedOver, failovers,
-lastTransition, gpu.memoryUsedRatio and fallback.desiredReplicas; this module
-keeps whatever it finds there.
+Every status field has exactly one writer:
+
+=================================================  =====================================
+field                                              writer
+=================================================  =====================================
+observedGeneration, ready, gpu.replicas,           spec reconcile (this module)
+gpu.readyReplicas, fallback.replicas,
+fallback.readyReplicas, conditions Ready and
+Progressing
+phase, activeTier, conditions Degraded and         self-healing loop (healing.py) when
+FailedOver, failovers, lastTransition,             it runs; with SELF_HEALING off the
+gpu.memoryUsedRatio, fallback.desiredReplicas,     spec reconcile sets phase
+healing.signals                                    (Pending/Serving) and activeTier
+                                                   (gpu) and nothing else
+=================================================  =====================================
+
+Both write through the status subresource with the resourceVersion they
+computed from and retry on 409 Conflict, because the conditions list is one
+field to a merge patch: each side rewrites only its own condition types and
+keeps the others as it finds them. This module never touches the healing-owned
+fields.
 """
 
 from __future__ import annotations
@@ -126,11 +142,17 @@ def compute_status(
     gpu: TierCounts,
     fallback: TierCounts | None,
     now: str,
+    writes_phase: bool = True,
 ) -> dict[str, Any]:
-    """The new status (a copy of `current` with the reconcile-owned fields updated)."""
+    """The new status (a copy of `current` with the reconcile-owned fields updated).
+
+    ``active_tier`` is the routing in effect (status.activeTier, else the GPU
+    tier); it decides Ready. ``writes_phase``: False when the self-healing loop
+    runs, which then owns phase and activeTier.
+    """
     new = copy.deepcopy(current) if current else {}
     new["observedGeneration"] = generation
-    new.setdefault("activeTier", active_tier)
+    tier = new.get("activeTier") or active_tier
     new["gpu"] = {**(new.get("gpu") or {}), "replicas": gpu.replicas, "readyReplicas": gpu.ready}
     if fallback is not None:
         new["fallback"] = {
@@ -141,9 +163,9 @@ def compute_status(
     else:
         new.pop("fallback", None)
     new["ready"] = ready_string(gpu, fallback)
-    ready = serving_ready(new["activeTier"], gpu, fallback)
+    ready = serving_ready(tier, gpu, fallback)
     tier_word = {"gpu": "GPU tier", "fallback": "fallback tier", "both": "both tiers"}.get(
-        new["activeTier"], new["activeTier"]
+        tier, tier
     )
     conditions = list(new.get("conditions") or [])
     if ready:
@@ -177,19 +199,28 @@ def compute_status(
         now,
     )
     new["conditions"] = conditions
-    # Phase belongs to the self-healing loop once it has set one beyond Pending.
-    if new.get("phase") in (None, "Pending"):
-        new["phase"] = "Serving" if ready else "Pending"
+    if writes_phase:
+        # Without the self-healing loop: the routing in effect, and Serving once
+        # the serving tier has been ready (nothing moves it back without the loop).
+        new.setdefault("activeTier", tier)
+        if new.get("phase") in (None, "Pending"):
+            new["phase"] = "Serving" if ready else "Pending"
     return new
 
 
 def invalid_spec_status(
-    current: dict[str, Any], *, generation: int, message: str, now: str
+    current: dict[str, Any],
+    *,
+    generation: int,
+    message: str,
+    now: str,
+    writes_phase: bool = True,
 ) -> dict[str, Any]:
     """Status for a spec the operator refuses: Ready False with the reason."""
     new = copy.deepcopy(current) if current else {}
     new["observedGeneration"] = generation
-    new.setdefault("phase", "Pending")
+    if writes_phase:
+        new.setdefault("phase", "Pending")
     conditions = list(new.get("conditions") or [])
     conditions = set_condition(
         conditions, READY, "False", Reason.INVALID_SPEC, message, generation, now

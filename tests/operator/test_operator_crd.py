@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 from conftest import REPO, manifest, voiceservices_in
 from operator_crd_harness import admit
-from voiceops_operator import apidoc, crd, spec
+from voiceops_operator import apidoc, crd, policy, spec
 from voiceops_operator.cli import crd_yaml
 
 CRD_FILE = REPO / "crds" / "voiceservice.yaml"
@@ -99,6 +99,10 @@ def test_status_schema_covers_what_self_healing_writes() -> None:
         "message",
     }
     assert {"failovers", "observedGeneration", "conditions", "ready"} <= set(status)
+    # The policy's pending windows survive a restart only if the schema keeps them.
+    signals = status["healing"]["properties"]["signals"]["properties"]
+    assert set(signals) == set(policy.SIGNALS)
+    assert all(s["type"] == "string" for s in signals.values())
     conditions = status["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]

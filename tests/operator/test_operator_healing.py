@@ -211,3 +211,75 @@ async def test_operator_metrics_served_over_http() -> None:
     assert samples[(opmetrics.VOICESERVICE_PHASE, phase)] == 1
     metrics.forget("ns", "tts")
     assert b'name="tts"' not in metrics.exposition()
+
+
+def test_status_patch_removes_signals_that_ended() -> None:
+    # Pressure pending, then healthy again: the pressure since-time must go (null in
+    # the merge patch), or a restart would resume a window that is over.
+    state = policy.PolicyState(phase="Serving", fallback_replicas=1)
+    pressured = decide_from(state, 0.93)
+    assert set(pressured.state.signals) == {policy.SIGNAL_PRESSURE}
+    current = healing.healing_status({}, pressured, True, 3, NOW)
+    assert set(current["healing"]["signals"]) == {policy.SIGNAL_PRESSURE}
+    healthy = policy.decide(
+        CFG,
+        pressured.state,
+        policy.Observation(
+            time=T0 + 1, gpu_pods=(policy.PodObservation("p0", metrics=policy.GPUMetrics(0.5)),)
+        ),
+    )
+    patch = healing.healing_status(current, healthy, True, 3, NOW)
+    assert patch["healing"]["signals"] == {
+        policy.SIGNAL_PRESSURE: None,
+        policy.SIGNAL_HEALTHY: policy.to_rfc3339(T0 + 1),
+    }
+    # Applied as a merge patch, the next identical pass writes nothing.
+    applied = {**current, "gpu": {"memoryUsedRatio": 0.5}, "healing": {"signals": {}}}
+    applied["healing"]["signals"] = {policy.SIGNAL_HEALTHY: policy.to_rfc3339(T0 + 1)}
+    again = policy.decide(
+        CFG,
+        healthy.state,
+        policy.Observation(
+            time=T0 + 2, gpu_pods=(policy.PodObservation("p0", metrics=policy.GPUMetrics(0.5)),)
+        ),
+    )
+    assert healing.healing_status(applied, again, True, 3, NOW) == {}
+
+
+def test_no_signals_write_nothing_into_an_empty_status() -> None:
+    # Memory in the hysteresis band: no signal pending at all.
+    d = decide_from(policy.PolicyState(phase="Serving", fallback_replicas=1), 0.87)
+    assert d.state.signals == {}
+    patch = healing.healing_status({}, d, True, 3, NOW)
+    assert "healing" not in patch
+    assert healing.healing_status(patch, d, True, 3, NOW) == {}
+
+
+def test_each_status_field_has_one_writer() -> None:
+    # The healing loop's patch never names a field the spec reconcile owns...
+    core_owned = {"observedGeneration", "ready"}
+    d = failed_over_decision()
+    patch = healing.healing_status({}, d, True, 3, NOW)
+    assert not core_owned & set(patch)
+    assert set(patch["gpu"]) == {"memoryUsedRatio"}
+    assert set(patch["fallback"]) == {"desiredReplicas"}
+    assert {c["type"] for c in patch["conditions"]} == {st.DEGRADED, st.FAILED_OVER}
+    # ...and the spec reconcile (self-healing on) changes nothing the loop owns.
+    healed = {**patch, "gpu": {**patch["gpu"]}, "fallback": {**patch["fallback"]}}
+    new = st.compute_status(
+        healed,
+        generation=3,
+        active_tier="fallback",
+        gpu=st.TierCounts(desired=1, replicas=1, ready=0),
+        fallback=st.TierCounts(desired=1, replicas=1, ready=1),
+        now=NOW,
+        writes_phase=False,
+    )
+    for key in ("phase", "activeTier", "failovers", "lastTransition", "healing"):
+        assert new[key] == healed[key], key
+    assert new["gpu"]["memoryUsedRatio"] == healed["gpu"]["memoryUsedRatio"]
+    assert new["fallback"]["desiredReplicas"] == healed["fallback"]["desiredReplicas"]
+    by_type = {c["type"]: c for c in new["conditions"]}
+    for type_ in (st.DEGRADED, st.FAILED_OVER):
+        assert by_type[type_] == next(c for c in healed["conditions"] if c["type"] == type_)
+    assert by_type[st.READY]["status"] == "True"  # the fallback tier it routes to is ready

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from voiceops_contract import metrics as m
-from voiceops_operator import build, healing
+from voiceops_operator import build, healing, policy
+from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
 from voiceops_sim.apiserver import KubeApiEmulator
@@ -323,3 +324,280 @@ async def test_gpu_pod_unschedulable_fails_over_after_grace(
     transitions = await step_until(loop, emulator, ns, phase_is("FailedOver"))
     assert [t.to_phase for t in transitions] == ["FailedOver"]
     assert front_tier(emulator, ns) == "fallback"
+
+
+# --- restart resume: pending windows live in status.healing.signals ----------------------
+
+
+def signals_of(emulator: KubeApiEmulator, ns: str) -> dict[str, str]:
+    status = emulator.get("voiceservices", "tts", ns).get("status") or {}
+    return (status.get("healing") or {}).get("signals") or {}
+
+
+async def test_restart_mid_recovering_resumes_the_recover_after_clock(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port, recoverAfterSeconds=3)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    gpu_metrics.ratio = 0.99
+    await step_until(loop, emulator, ns, phase_is("FailedOver"))
+    gpu_metrics.ratio = 0.3
+    await step_until(loop, emulator, ns, phase_is("Recovering"))
+    # The API server kept the healthy since-time (the CRD has the field).
+    healthy_since = policy.from_rfc3339(signals_of(emulator, ns)[policy.SIGNAL_HEALTHY])
+
+    # Restart: a fresh loop that knows only what the status says.
+    restarted_at = time.time()
+    restarted = healing.HealingLoop(runtime, ns, "tts")
+    first = await restarted.step(emulator.get("voiceservices", "tts", ns))
+    assert first is not None
+    assert first.transition is None
+    assert first.state.signals[policy.SIGNAL_HEALTHY] == pytest.approx(healthy_since, abs=1e-6)
+    seen = await step_until(restarted, emulator, ns, phase_is("Serving"))
+    (back,) = seen
+    assert (back.from_phase, back.to_phase) == ("Recovering", "Serving")
+    # The clock ran on from the first healthy observation, not from the restart.
+    assert back.signal_since == pytest.approx(healthy_since, abs=1e-6)
+    assert back.time >= healthy_since + 3
+    assert back.time < restarted_at + 3, "the recover-after clock restarted with the operator"
+    assert front_tier(emulator, ns) == "gpu"
+
+
+async def test_restart_mid_pending_pressure_resumes_the_window(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port, windowSeconds=2)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    gpu_metrics.ratio = 0.93
+    await step_until(
+        loop, emulator, ns, lambda _: policy.SIGNAL_PRESSURE in signals_of(emulator, ns)
+    )
+    pressure_since = policy.from_rfc3339(signals_of(emulator, ns)[policy.SIGNAL_PRESSURE])
+    await _steps_for(loop, emulator, ns, seconds=1.2)  # part of the window passes
+    assert emulator.get("voiceservices", "tts", ns)["status"]["phase"] == "Serving"
+
+    restarted_at = time.time()
+    restarted = healing.HealingLoop(runtime, ns, "tts")
+    seen = await step_until(restarted, emulator, ns, phase_is("Degraded"))
+    (degraded,) = seen
+    assert degraded.reason == policy.REASON_GPU_MEMORY_HIGH
+    assert degraded.signal_since == pytest.approx(pressure_since, abs=1e-6)
+    assert degraded.time < restarted_at + 2, "the pressure window restarted with the operator"
+
+
+# --- both writers at once: resourceVersion + retry on 409 -----------------------------
+
+
+def condition_of(emulator: KubeApiEmulator, ns: str, type_: str) -> dict[str, Any]:
+    status = emulator.get("voiceservices", "tts", ns)["status"]
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+def ready_condition(message: str) -> dict[str, Any]:
+    return {
+        "type": "Ready",
+        "status": "True",
+        "reason": "ServingTierReady",
+        "message": message,
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1,
+    }
+
+
+def intercept_status_patches(api: Any, before_first: Callable[[], Any]) -> list[int]:
+    """Run ``before_first`` just before the first VoiceService status patch goes out.
+
+    Returns a list that records the HTTP status of every status patch (409s included).
+    """
+    original = api.patch
+    outcomes: list[int] = []
+
+    async def patch(api_version, kind, namespace, name, body, subresource=""):  # type: ignore[no-untyped-def]
+        if kind == "VoiceService" and subresource == "status":
+            if not outcomes:
+                result = before_first()
+                if asyncio.iscoroutine(result):
+                    await result
+            try:
+                written = await original(api_version, kind, namespace, name, body, subresource)
+            except KubeError as exc:
+                outcomes.append(exc.status)
+                raise
+            outcomes.append(200)
+            return written
+        return await original(api_version, kind, namespace, name, body, subresource)
+
+    api.patch = patch
+    return outcomes
+
+
+async def test_healing_write_racing_the_core_does_not_clobber_ready(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    gpu_metrics.ratio = 0.93
+    stale = emulator.get("voiceservices", "tts", ns)  # what the loop's body says
+
+    def core_writes_ready() -> None:
+        # The spec reconcile lands a new Ready condition between the loop's read and write.
+        status = emulator.get("voiceservices", "tts", ns)["status"]
+        others = [c for c in status["conditions"] if c["type"] != "Ready"]
+        emulator.patch(
+            "voiceservices",
+            "tts",
+            ns,
+            {"status": {"conditions": [ready_condition("written by the core"), *others]}},
+            subresource="status",
+        )
+
+    outcomes = intercept_status_patches(runtime.api, core_writes_ready)
+    decision = await loop.step(stale)
+    assert decision is not None
+    assert outcomes == [409, 200], "the loop must send resourceVersion and retry on 409"
+    assert condition_of(emulator, ns, "Ready")["message"] == "written by the core"
+    assert condition_of(emulator, ns, "Degraded")["reason"] == policy.REASON_GPU_TIER_HEALTHY
+    assert policy.SIGNAL_PRESSURE in signals_of(emulator, ns)
+
+
+async def test_core_write_racing_the_healing_loop_keeps_its_routing(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port, cooldownSeconds=0)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    gpu_metrics.ratio = 0.99
+    stale = emulator.get("voiceservices", "tts", ns)
+    emulator.patch(  # the GPU tier's pods became ready: the core has a status change to write
+        "deployments",
+        "tts-gpu",
+        ns,
+        {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}},
+        subresource="status",
+    )
+    healer = healing.HealingLoop(runtime, ns, "tts")
+    assert loop.state is not None
+    long_ago = time.time() - 10  # the failure has held its window already
+    healer.state = loop.state.model_copy(
+        update={"signals": {policy.SIGNAL_PRESSURE: long_ago, policy.SIGNAL_FAILURE: long_ago}}
+    )
+
+    async def heal_first() -> None:
+        decision = await healer.step(emulator.get("voiceservices", "tts", ns))
+        assert decision is not None
+        assert decision.phase == "FailedOver"
+
+    # The loop fails over between the core's read and its status write.
+    core_api = KubeApi(runtime.api_client, runtime.settings.api_timeout_seconds)
+    outcomes = intercept_status_patches(core_api, heal_first)
+    reconciler = Reconciler(core_api, runtime.settings, lambda *a: None)
+    await reconciler.reconcile_body(stale)
+    assert outcomes == [409, 200], "the core must send resourceVersion and retry on 409"
+    status = emulator.get("voiceservices", "tts", ns)["status"]
+    assert (status["phase"], status["activeTier"]) == ("FailedOver", "fallback")
+    assert condition_of(emulator, ns, "FailedOver")["status"] == "True"
+    assert status["gpu"]["readyReplicas"] == 1, "the core's own change landed too"
+    assert front_tier(emulator, ns) == "fallback"
+
+
+async def test_concurrent_writers_converge_without_losing_either_side(
+    emulator: KubeApiEmulator, runtime: Any, gpu_metrics: FakePodMetrics
+) -> None:
+    ns = await _setup(emulator, runtime, gpu_metrics.port, cooldownSeconds=0)
+    loop = healing.HealingLoop(runtime, ns, "tts")
+    reconciler = Reconciler(runtime.api, runtime.settings, lambda *a: None)
+    await step_until(loop, emulator, ns, phase_is("Serving"))
+    for round_ in range(12):
+        ready = round_ % 2
+        gpu_metrics.ratio = 0.99 if round_ % 4 < 2 else 0.3
+        emulator.patch(
+            "deployments",
+            "tts-gpu",
+            ns,
+            {"status": {"replicas": 1, "readyReplicas": ready, "updatedReplicas": 1}},
+            subresource="status",
+        )
+        stale = emulator.get("voiceservices", "tts", ns)
+        await asyncio.gather(loop.step(stale), reconciler.reconcile_body(stale))
+        # Whatever the interleaving, each side's last word is in the status.
+        status = emulator.get("voiceservices", "tts", ns)["status"]
+        assert status["gpu"]["readyReplicas"] == ready
+        assert status["phase"] == loop.state.phase
+        assert status["activeTier"] == loop.state.active_tier
+        types = [c["type"] for c in status["conditions"]]
+        assert sorted(types) == ["Degraded", "FailedOver", "Progressing", "Ready"]
+
+
+# --- cadence: from the spec, not SCRAPE_INTERVAL_SECONDS -------------------------------
+
+
+class LiveBody(Mapping[str, Any]):
+    """The VoiceService as the emulator has it now (kopf's daemon body is live too)."""
+
+    def __init__(self, emulator: KubeApiEmulator, namespace: str) -> None:
+        self._emulator, self._namespace = emulator, namespace
+
+    def _obj(self) -> dict[str, Any]:
+        return self._emulator.get("voiceservices", "tts", self._namespace) or {}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._obj()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._obj())
+
+    def __len__(self) -> int:
+        return len(self._obj())
+
+
+class _Stopped:
+    """Stands in for kopf's DaemonStopped flag."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
+async def test_loop_observes_at_the_spec_cadence_not_the_scrape_interval(
+    emulator: KubeApiEmulator, gpu_metrics: FakePodMetrics, tmp_path: Path
+) -> None:
+    # SCRAPE_INTERVAL_SECONDS 60, window 1 s: the loop still looks every 0.25 s, so
+    # pressure that starts after the first pass degrades within seconds, not a minute.
+    kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    settings = OperatorSettings(scrape_interval_seconds=60, scrape_timeout_seconds=0.5)
+    rt = await healing.make_runtime(settings, str(kubeconfig))
+    stopped = _Stopped()
+    task = None
+    try:
+        ns = await _setup(emulator, rt, gpu_metrics.port)
+        loop = healing.HealingLoop(rt, ns, "tts")
+        task = asyncio.ensure_future(
+            healing.run_loop(loop, LiveBody(emulator, ns), stopped, asyncio.Event())
+        )
+        await emulator.wait_for(
+            lambda: phase_is("Serving")(emulator.get("voiceservices", "tts", ns)), 10, "Serving"
+        )
+        # Let every deadline the Serving transition set (window, recoverAfter, cooldown)
+        # run out, so nothing but the cadence can bring the loop back.
+        healthy = policy.from_rfc3339(signals_of(emulator, ns)[policy.SIGNAL_HEALTHY])
+        await emulator.wait_for(lambda: time.time() > healthy + 2.3, 10, "deadlines passed")
+        assert loop.interval == policy.MIN_OBSERVATION_INTERVAL_SECONDS
+        gpu_metrics.ratio = 0.93
+        await emulator.wait_for(
+            lambda: phase_is("Degraded")(emulator.get("voiceservices", "tts", ns)),
+            10,
+            "Degraded at the spec's cadence",
+        )
+    finally:
+        stopped.event.set()
+        if task is not None:
+            await asyncio.wait_for(task, 10)
+        await rt.close()

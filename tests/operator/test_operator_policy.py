@@ -412,3 +412,59 @@ def test_pending_without_fallback_degrades_instead_of_failing_over() -> None:
     assert transitions(ds) == [("Pending", "Degraded", policy.REASON_GPU_UNSCHEDULABLE)]
     assert ds[-1].active_tier == "gpu"
     assert "no fallback tier" in ds[-1].message
+
+
+# --- observation cadence -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "scrape_interval", "expected"),
+    [
+        (2, 5, 0.5),  # a quarter window
+        (10, 5, 2.5),  # the default window
+        (40, 5, 5),  # never slower than SCRAPE_INTERVAL_SECONDS
+        (0.5, 5, policy.MIN_OBSERVATION_INTERVAL_SECONDS),  # never faster than the floor
+        (0, 5, policy.MIN_OBSERVATION_INTERVAL_SECONDS),
+        (2, 0.2, 0.2),  # an operator told to scrape faster than the floor is obeyed
+    ],
+)
+def test_observation_interval_is_a_clamped_quarter_window(
+    window: float, scrape_interval: float, expected: float
+) -> None:
+    config = PolicyConfig(window_seconds=window)
+    assert policy.observation_interval(config, scrape_interval) == pytest.approx(expected)
+
+
+def test_a_signal_is_confirmed_within_window_plus_one_interval() -> None:
+    # Fault at T0+0.1 between two ticks: seen at the next tick, then rechecked at
+    # the window end instead of one interval later.
+    config = PolicyConfig(window_seconds=2, cooldown_seconds=0)
+    interval = policy.observation_interval(config, 5.0)
+    state, now = serving(), T0
+    fault_at = T0 + 0.1
+    while True:
+        ratio = 0.99 if now >= fault_at else 0.5
+        d = decide(config, state, Observation(time=now, gpu_pods=(gpu(ratio),)))
+        state = d.state
+        if d.transition is not None:
+            break
+        now += policy.observation_delay(config, 5.0, d.recheck_at, now)
+    assert d.transition.to_phase == "FailedOver"
+    assert now - fault_at <= config.window_seconds + interval + 0.02
+
+
+def test_observation_delay_is_the_interval_or_the_next_deadline() -> None:
+    config = PolicyConfig(window_seconds=2)
+    assert policy.observation_delay(config, 5.0, None, T0) == 0.5
+    assert policy.observation_delay(config, 5.0, T0 + 10, T0) == 0.5
+    assert policy.observation_delay(config, 5.0, T0 + 0.2, T0) == pytest.approx(0.21)
+    assert policy.observation_delay(config, 5.0, T0 - 1, T0) == (policy.MIN_RECHECK_DELAY_SECONDS)
+
+
+def test_restart_while_pending_keeps_the_initial_reason_and_message() -> None:
+    # Nothing has transitioned yet (no lastTransition): a restart must rebuild the
+    # same reason/message, or it would rewrite the Degraded condition's message.
+    fresh = PolicyState()
+    resumed = policy.state_from_status(policy.state_to_status(fresh))
+    assert (resumed.reason, resumed.message) == (fresh.reason, fresh.message)
+    assert resumed == fresh

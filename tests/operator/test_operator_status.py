@@ -111,3 +111,24 @@ def test_invalid_spec_status() -> None:
 def test_status_patch_lists_changed_keys_only() -> None:
     assert st.status_patch({"a": 1, "b": 2}, {"a": 1, "b": 3}) == {"b": 3}
     assert st.status_patch({"a": 1, "gone": 1}, {"a": 1}) == {"gone": None}
+
+
+def test_with_self_healing_on_the_reconcile_never_writes_phase_or_tier() -> None:
+    # Fresh object, serving tier ready: without the loop the reconcile says Serving;
+    # with it, phase and activeTier are the loop's alone (its first pass sets them).
+    ready = compute({}, deployment(1, 1), deployment(1, 1))
+    assert (ready["phase"], ready["activeTier"]) == ("Serving", "gpu")
+    healed = st.compute_status(
+        {},
+        generation=1,
+        active_tier="gpu",
+        gpu=st.TierCounts.from_deployment(deployment(1, 1)),
+        fallback=st.TierCounts.from_deployment(deployment(1, 1)),
+        now=T0,
+        writes_phase=False,
+    )
+    assert "phase" not in healed
+    assert "activeTier" not in healed
+    assert condition(healed, st.READY)["status"] == "True"
+    invalid = st.invalid_spec_status({}, generation=1, message="x", now=T0, writes_phase=False)
+    assert "phase" not in invalid
