@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import time
@@ -13,8 +14,10 @@ from typing import Annotated, Any, NoReturn
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from voiceops_contract import pod
 
 from voiceops_service.admission import OverloadedError
@@ -24,7 +27,7 @@ from voiceops_service.errors import ApiError
 from voiceops_service.faults import FaultSnapshot, FaultUpdate
 from voiceops_service.resilience import OutOfMemoryExhaustedError
 from voiceops_service.speech import SpeechBody, SpeechPlan, accepted_models, plan_speech
-from voiceops_service.state import ServiceState, SpeechDep, StateDep
+from voiceops_service.state import ServiceState, SpeechDep, StateDep, speech_service
 from voiceops_service.streaming import AudioStream, ClientDisconnectedError, cancel_on_disconnect
 from voiceops_service.synthesis import SpeechService
 
@@ -44,8 +47,8 @@ SPEECH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
-    """415 for a body that does not say it is JSON (runs before body validation)."""
+def check_json_content_type(content_type: str | None) -> None:
+    """415 for a body that does not say it is JSON (before the body is read)."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise ApiError(
@@ -56,6 +59,41 @@ async def require_json(content_type: Annotated[str | None, Header()] = None) -> 
         )
 
 
+async def require_json(content_type: Annotated[str | None, Header()] = None) -> None:
+    check_json_content_type(content_type)
+
+
+async def parse_speech_body(request: Request) -> SpeechBody:
+    """The body as FastAPI would validate it, with the same error shapes, minus its overhead.
+
+    The speech route is the hot path: FastAPI's dependency and body solving cost
+    about 0.7 ms per request here (profiled), a large part of the HTTP overhead
+    over calling the engine directly (bench/service_espeak.py).
+    """
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+        pos = error.pos if isinstance(error, json.JSONDecodeError) else error.start
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", pos), "msg": "JSON decode error",
+              "input": {}, "ctx": {"error": detail}}]
+        ) from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise RequestValidationError(
+            [{"type": "model_attributes_type", "loc": ("body",),
+              "msg": "Input should be a valid dictionary or object to extract fields from",
+              "input": data}]
+        )  # fmt: skip
+    try:
+        return SpeechBody.model_validate(data)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        ) from None
+
+
 speech_router = APIRouter()
 
 
@@ -63,11 +101,19 @@ speech_router = APIRouter()
     pod.PATH_SPEECH,
     response_class=Response,
     responses=SPEECH_RESPONSES,
-    dependencies=[Depends(require_json)],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SpeechBody.model_json_schema()}},
+        }
+    },
 )
-async def create_speech(
-    body: SpeechBody, request: Request, state: StateDep, speech: SpeechDep
-) -> Response:
+async def create_speech(request: Request) -> Response:
+    # No FastAPI dependencies or body parameter on purpose: see parse_speech_body.
+    check_json_content_type(request.headers.get("content-type"))
+    state: ServiceState = request.app.state.service
+    speech = speech_service(state)
+    body = await parse_speech_body(request)
     started = time.perf_counter()
     plan = plan_speech(body, speech.engine, state.settings)
     if plan.stream:

@@ -95,14 +95,18 @@ async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
-async def get_speech(request: Request) -> SpeechService:
-    state: ServiceState = request.app.state.service
+def speech_service(state: ServiceState) -> SpeechService:
+    """The running speech service, or 503 while the engine loads (or failed to)."""
     if state.speech is None:
         reason = state.load_error or f"the {state.settings.engine} engine is still loading"
         raise ApiError(
             503, reason, code="not_ready", type_="server_error", headers={"Retry-After": "5"}
         )
     return state.speech
+
+
+async def get_speech(request: Request) -> SpeechService:
+    return speech_service(request.app.state.service)
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
