@@ -20,7 +20,8 @@ MEDIA_TYPES: dict[str, str] = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "
 
 DEFAULT_CHUNK_CHARS = 400  # per engine call: VITS attention cost grows with length
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"')\]]*\s+|\n\s*\n|\n")
+# The group keeps closing quotes/brackets with their sentence (re.split returns it).
+_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])([\"')\]]*)\s+|\n\s*\n|\n")
 _CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
 _WHITESPACE = re.compile(r"\s+")
 
@@ -104,8 +105,13 @@ def split_sentences(text: str, max_chars: int = DEFAULT_CHUNK_CHARS) -> list[str
 
     Every non-space character of the input appears in the output, in order.
     """
+    parts = _SENTENCE_END.split(text)  # [text, closers, text, closers, ..., text]
+    raws = [parts[0]]
+    for closers, following in zip(parts[1::2], parts[2::2], strict=True):
+        raws[-1] += closers or ""
+        raws.append(following)
     sentences: list[str] = []
-    for raw in _SENTENCE_END.split(text):
+    for raw in raws:
         sentence = _WHITESPACE.sub(" ", raw).strip()
         if sentence:
             sentences.extend(_split_long(sentence, max_chars))

@@ -48,7 +48,8 @@ class ServiceSettings(BaseSettings):
     fault_injection: bool = False
     fault_token: SecretStr = SecretStr("")
     tier: Literal["", "gpu", "fallback"] = ""
-    gpu_poll_interval_seconds: float = Field(2.0, gt=0, le=600)
+    # Part of the failover latency (poll + window + operator cadence); NVML reads cost µs.
+    gpu_poll_interval_seconds: float = Field(1.0, gt=0, le=600)
     liveness_stall_seconds: float = Field(
         10.0, gt=0, le=3600, description="/healthz fails when the engine worker is stuck this long."
     )

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 import soundfile
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from voiceops_service.audio import chunk_text, encode, split_sentences, streaming_wav_header
 
@@ -59,6 +59,15 @@ def test_single_overlong_word_stays_whole() -> None:
     assert split_sentences(f"a {word} b", max_chars=50) == ["a", word, "b"]
 
 
+def test_closing_quotes_stay_with_their_sentence() -> None:
+    assert split_sentences('He said "stop!" Then left. (Really.) Yes') == [
+        'He said "stop!"',
+        "Then left.",
+        "(Really.)",
+        "Yes",
+    ]
+
+
 def test_chunks_pack_sentences() -> None:
     text = "One. Two. Three. " * 50
     chunks = chunk_text(text, max_chars=100)
@@ -72,6 +81,7 @@ def test_chunks_pack_sentences() -> None:
     st.text(alphabet=st.sampled_from(list("abc .,!?\n")) | st.characters(), max_size=600),
     st.integers(min_value=5, max_value=200),
 )
+@example("!]\n", 5)  # closing brackets after a sentence end were once dropped
 def test_splitting_never_loses_or_cuts_words(text: str, max_chars: int) -> None:
     for splitter in (split_sentences, chunk_text):
         pieces = splitter(text, max_chars)
