@@ -7,6 +7,7 @@ when ``make tools`` has put it in ``.tools/bin``.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,19 @@ from voiceops_sim.apiserver import KubeApiEmulator
 
 REPO = Path(__file__).resolve().parents[2]
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
+
+
+@pytest.fixture
+def kubectl() -> Path:
+    """The real kubectl from `make tools`: missing fails under CI=true, else skips."""
+    if not KUBECTL.exists():
+        message = f"kubectl is missing at {KUBECTL}: run `make tools`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return KUBECTL
+
+
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 
 
@@ -95,9 +109,8 @@ async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not KUBECTL.exists(), reason="kubectl not fetched (make tools)")
 async def test_real_kubectl_apply_get_explain(
-    emulator: KubeApiEmulator, kubeconfig: Path, tmp_path: Path
+    emulator: KubeApiEmulator, kubeconfig: Path, tmp_path: Path, kubectl: Path
 ) -> None:
     manifest = tmp_path / "w.yaml"
     manifest.write_text(

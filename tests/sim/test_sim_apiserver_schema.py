@@ -8,7 +8,6 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from sim_objects import widget
 from voiceops_sim.apiserver import KubeApiEmulator
-from voiceops_sim.cel import cel_available
 
 ARGS = ("example.com", "v1")
 
@@ -56,7 +55,6 @@ async def test_schema_violations_name_the_field(
     assert field in status["message"]
 
 
-@pytest.mark.skipif(not cel_available(), reason="cel-python is not installed")
 async def test_cel_rule_rejects_with_its_message(
     api_client: client.ApiClient, namespace: str
 ) -> None:
