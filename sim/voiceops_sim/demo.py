@@ -23,9 +23,7 @@ import io
 import json
 import logging
 import math
-import os
 import signal
-import socket
 import sys
 import time
 import wave
@@ -40,6 +38,7 @@ from voiceops_contract import pod as pod_contract
 
 from .apiserver import KubeApiEmulator, load_yaml_documents
 from .kubelet import KubeletConfig, SimulatedKubelet, parse_node
+from .operator_process import OperatorProcess
 from .store import WatchEvent
 from .tables import json_path
 
@@ -321,55 +320,6 @@ class ClusterWatcher:
 # -------------------------------------------------------- operator process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OperatorProcess:
-    """``voiceops-operator run`` as a child process, logging to a file."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
-        self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEOPS_OPERATOR_")}
-        env.update(
-            {
-                "KUBECONFIG": str(self.kubeconfig),
-                "VOICEOPS_OPERATOR_SCRAPE_INTERVAL_SECONDS": "0.5",
-                "VOICEOPS_OPERATOR_SCRAPE_TIMEOUT_SECONDS": "1",
-                "VOICEOPS_OPERATOR_METRICS_PORT": str(free_port()),
-                "VOICEOPS_OPERATOR_HEALTH_PORT": "0",
-            }
-        )
-        exe = Path(sys.executable).parent / "voiceops-operator"
-        with self.log_path.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                str(exe), "run", "--namespace", self.namespace, env=env, stdout=out, stderr=out
-            )
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.returncode
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-    def log_tail(self, lines: int = 25) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
 # ------------------------------------------------------------------- demo
 
 
@@ -430,7 +380,13 @@ class Demo:
         self.watcher.start()
         say(f"API emulator (test double) at {self.emu.url}; kubeconfig {self.kubeconfig}")
         say(f"simulated nodes: {GPU_NODE} (1 nvidia.com/gpu, 8 CPU), {CPU_NODE} (8 CPU)")
-        self.operator = OperatorProcess(self.kubeconfig, self.ns, self.out / "operator.log")
+        self.operator = OperatorProcess(
+            self.kubeconfig,
+            self.out / "operator.log",
+            namespaces=[self.ns],
+            scrape_interval_seconds=0.5,
+            scrape_timeout_seconds=1,
+        )
         await self.operator.start()
         say(f"operator: voiceops-operator run --namespace {self.ns} (log {self.operator.log_path})")
         await self.wait(

@@ -14,9 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +23,7 @@ import aiohttp
 import pytest
 from voiceops_sim.apiserver import KubeApiEmulator
 from voiceops_sim.kubelet import KubeletConfig, SimulatedKubelet, parse_node
+from voiceops_sim.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-fault-token"
@@ -33,53 +31,6 @@ GPU_NODE = "sim-gpu-0"
 TIER = "voiceops.io/tier"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OperatorProcess:
-    """``voiceops-operator run`` as a child process (started and stopped without blocking)."""
-
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
-        self.kubeconfig, self.namespace, self.log = kubeconfig, namespace, log
-        self.metrics_port = free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "VOICEOPS_OPERATOR_SCRAPE_INTERVAL_SECONDS": "0.5",
-            "VOICEOPS_OPERATOR_SCRAPE_TIMEOUT_SECONDS": "1",
-            "VOICEOPS_OPERATOR_METRICS_PORT": str(self.metrics_port),
-            "VOICEOPS_OPERATOR_HEALTH_PORT": "0",
-        }
-        exe = Path(sys.executable).parent / "voiceops-operator"
-        with open(self.log, "ab") as out:  # noqa: ASYNC230 - tiny local file, opened once
-            self.proc = await asyncio.create_subprocess_exec(
-                str(exe), "run", "--namespace", self.namespace, env=env, stdout=out, stderr=out
-            )
-
-    async def stop(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        self.proc.terminate()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 15)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-
-    async def metrics(self) -> str:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as resp,
-        ):
-            return await resp.text()
 
 
 @pytest.fixture
@@ -205,7 +156,13 @@ async def test_operator_heals_pressure_restart_and_lost_gpus(
         }
     )
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
-    operator = OperatorProcess(kubeconfig, ns, tmp_path / "operator.log")
+    operator = OperatorProcess(
+        kubeconfig,
+        tmp_path / "operator.log",
+        namespaces=[ns],
+        scrape_interval_seconds=0.5,
+        scrape_timeout_seconds=1,
+    )
     await operator.start()
     try:
         emulator.create(voiceservice(ns))
