@@ -9,6 +9,9 @@ baseline), so every ratio compares numbers from the same machine and moment:
 * HTTP overhead at p50: (HTTP p50 - direct p50) / direct p50 (goal <= 10 %),
   and a paired estimate (median of each HTTP time minus the direct call just
   before it, over direct p50) that is robust to load drift on a shared box;
+* the same for ``asgi_floor_server.py``, a bare ASGI app that does only
+  "HTTP + engine in a worker thread + PCM": this machine's floor for any
+  threaded Python server, so the service's own share of the overhead shows;
 * requests/s at increasing concurrency with 200 and 429 counts: the server runs
   with a small admission limit so the point where it starts shedding shows.
 
@@ -79,7 +82,16 @@ def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.
         VOICEOPS_LOG_LEVEL="warning",
     )
     script = Path(sys.executable).with_name("voiceops-service")
-    process = subprocess.Popen([str(script)], env=env, stderr=subprocess.DEVNULL)
+    return wait_ready([str(script)], env, port)
+
+
+def start_floor_server(port: int) -> subprocess.Popen[bytes]:
+    script = Path(__file__).with_name("asgi_floor_server.py")
+    return wait_ready([sys.executable, str(script), str(port)], dict(os.environ), port)
+
+
+def wait_ready(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -104,7 +116,7 @@ def summarise(latencies: list[float], audio_seconds: float) -> dict[str, float]:
     }
 
 
-def measure_latency(port: int, requests: int) -> dict[str, dict[str, float]]:
+def measure_latency(port: int, floor_port: int, requests: int) -> dict[str, dict[str, float]]:
     """Direct engine calls and HTTP requests, interleaved so both see the same machine load.
 
     HTTP uses one keep-alive connection per format and the stdlib client (little
@@ -115,11 +127,14 @@ def measure_latency(port: int, requests: int) -> dict[str, dict[str, float]]:
     engine.warm_up()
     headers = {"Content-Type": "application/json"}
     bodies = {
-        fmt: json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": fmt})
-        for fmt in ("wav", "pcm")
+        path: json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": fmt})
+        for path, fmt in (("wav", "wav"), ("pcm", "pcm"), ("floor", "pcm"))
     }
-    connections = {fmt: http.client.HTTPConnection("127.0.0.1", port, timeout=30) for fmt in bodies}
-    latencies: dict[str, list[float]] = {"direct": [], "wav": [], "pcm": []}
+    connections = {
+        path: http.client.HTTPConnection("127.0.0.1", floor_port if path == "floor" else port, 30)
+        for path in bodies
+    }
+    latencies: dict[str, list[float]] = {"direct": [], "wav": [], "pcm": [], "floor": []}
     audio_seconds = 0.0
     warmup = 5
     for index in range(requests + warmup):
@@ -127,7 +142,11 @@ def measure_latency(port: int, requests: int) -> dict[str, dict[str, float]]:
         audio = engine.synthesize(SynthesisRequest(text=TEXT_200))
         elapsed = {"direct": time.perf_counter() - started}
         audio_seconds = audio.size / engine.sample_rate
-        for fmt, connection in connections.items():
+        # Rotate which path goes first: the first request after the direct call
+        # meets caches that call has just evicted.
+        order = list(connections.items())
+        shift = index % len(order)
+        for fmt, connection in order[shift:] + order[:shift]:
             started = time.perf_counter()
             connection.request("POST", "/v1/audio/speech", body=bodies[fmt], headers=headers)
             response = connection.getresponse()
@@ -144,7 +163,7 @@ def measure_latency(port: int, requests: int) -> dict[str, dict[str, float]]:
     # Paired estimate: each HTTP request against the direct call made just before it,
     # so machine-load drift between iterations cancels out (p50s alone swing ±10 %).
     direct_p50 = statistics.median(latencies["direct"])
-    for fmt in ("wav", "pcm"):
+    for fmt in ("wav", "pcm", "floor"):
         extra = [h - d for h, d in zip(latencies[fmt], latencies["direct"], strict=True)]
         summary[fmt]["paired_overhead"] = statistics.median(extra) / direct_p50
     return summary
@@ -239,11 +258,15 @@ def main() -> None:
 
     machine = {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}")
-    port = free_port()
+    port, floor_port = free_port(), free_port()
     server = start_server(port, args.max_concurrency, args.max_queue)
+    floor_server = start_floor_server(floor_port)
     try:
-        latency = measure_latency(port, args.requests)
+        latency = measure_latency(port, floor_port, args.requests)
         direct, http_wav, http_pcm = latency["direct"], latency["wav"], latency["pcm"]
+        floor = latency["floor"]
+        floor_server.terminate()
+        floor_server.wait(timeout=10)
         throughput = {
             mode: [
                 asyncio.run(
@@ -256,19 +279,33 @@ def main() -> None:
             for mode in ("greedy", "polite")
         }
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        for process in (server, floor_server):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
 
     overhead = (http_wav["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
     overhead_pcm = (http_pcm["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
+    overhead_floor = (floor["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
     print(f"\n200-character request, {direct['audio_seconds']:.2f} s of audio")
     print(f"{'path':<22}{'p50 ms':>10}{'p95 ms':>10}{'RTF':>10}")
-    for name, row in (("engine, direct", direct), ("HTTP wav", http_wav), ("HTTP pcm", http_pcm)):
+    rows = (
+        ("engine, direct", direct),
+        ("HTTP wav", http_wav),
+        ("HTTP pcm", http_pcm),
+        ("floor server, pcm", floor),
+    )
+    for name, row in rows:
         print(f"{name:<22}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['rtf_p50']:>10.4f}")
     print(f"HTTP overhead at p50: wav {overhead:+.1%}, pcm {overhead_pcm:+.1%} (goal <= 10%)")
     print(
         "paired overhead (median of HTTP - preceding direct call, / direct p50): "
         f"wav {http_wav['paired_overhead']:+.1%}, pcm {http_pcm['paired_overhead']:+.1%}"
+    )
+    print(
+        f"floor (bare ASGI app + worker thread, asgi_floor_server.py): {overhead_floor:+.1%}, "
+        f"paired {floor['paired_overhead']:+.1%}; the service adds "
+        f"{http_pcm['p50_ms'] - floor['p50_ms']:+.2f} ms (pcm) over it"
     )
     print(
         f"\nthroughput (server max_concurrency={args.max_concurrency}, "
@@ -296,7 +333,12 @@ def main() -> None:
                 "direct": direct,
                 "http_wav": http_wav,
                 "http_pcm": http_pcm,
-                "http_overhead_p50": {"wav": overhead, "pcm": overhead_pcm},
+                "floor_pcm": floor,
+                "http_overhead_p50": {
+                    "wav": overhead,
+                    "pcm": overhead_pcm,
+                    "floor": overhead_floor,
+                },
                 "throughput": throughput,
                 "shedding_from_clients": shedding_from,
                 "server": {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue},

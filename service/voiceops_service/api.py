@@ -21,11 +21,18 @@ from pydantic import ValidationError
 from voiceops_contract import pod
 
 from voiceops_service.admission import OverloadedError
-from voiceops_service.audio import MEDIA_TYPES, encode, streaming_wav_header, to_pcm16
-from voiceops_service.engines.base import Audio, EngineError, UnknownVoiceError
+from voiceops_service.audio import (
+    MEDIA_TYPES,
+    PCM_FORMATS,
+    encode,
+    streaming_wav_header,
+    wav_header,
+)
+from voiceops_service.engines.base import EngineError, UnknownVoiceError
 from voiceops_service.errors import ApiError
 from voiceops_service.faults import FaultSnapshot, FaultUpdate
 from voiceops_service.resilience import OutOfMemoryExhaustedError
+from voiceops_service.settings import HARD_MAX_INPUT_CHARS
 from voiceops_service.speech import SpeechBody, SpeechPlan, accepted_models, plan_speech
 from voiceops_service.state import ServiceState, SpeechDep, StateDep, speech_service
 from voiceops_service.streaming import AudioStream, ClientDisconnectedError, cancel_on_disconnect
@@ -34,12 +41,16 @@ from voiceops_service.synthesis import SpeechService
 log = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 70
 INLINE_ENCODE_MAX_SAMPLES = 30 * 22050  # longer audio is encoded in a worker thread
+# The longest valid body: HARD_MAX_INPUT_CHARS characters, each JSON-escaped as a
+# surrogate pair (12 bytes), plus the other fields. Larger bodies are never read.
+MAX_SPEECH_BODY_BYTES = 12 * HARD_MAX_INPUT_CHARS + 4096
 
 _ERROR = {"description": "OpenAI error envelope", "content": {"application/json": {}}}
 SPEECH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Audio", "content": {t: {} for t in MEDIA_TYPES.values()}},
     400: _ERROR,
     404: _ERROR,
+    413: _ERROR,
     415: _ERROR,
     429: _ERROR,
     503: _ERROR,
@@ -63,6 +74,30 @@ async def require_json(content_type: Annotated[str | None, Header()] = None) -> 
     check_json_content_type(content_type)
 
 
+async def read_body(request: Request, limit: int = MAX_SPEECH_BODY_BYTES) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _body_too_large(int(declared), limit)
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise _body_too_large(size, limit)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _body_too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"request body is {size} bytes or more; the limit is {limit}",
+        param="body",
+        code="request_too_large",
+    )
+
+
 async def parse_speech_body(request: Request) -> SpeechBody:
     """The body as FastAPI would validate it, with the same error shapes, minus its overhead.
 
@@ -70,7 +105,7 @@ async def parse_speech_body(request: Request) -> SpeechBody:
     about 0.7 ms per request here (profiled), a large part of the HTTP overhead
     over calling the engine directly (bench/service_espeak.py).
     """
-    raw = await request.body()
+    raw = await read_body(request)
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -109,7 +144,10 @@ speech_router = APIRouter()
     },
 )
 async def create_speech(request: Request) -> Response:
-    # No FastAPI dependencies or body parameter on purpose: see parse_speech_body.
+    """What OpenAPI documents; in the running app SpeechFastPath (app.py) calls it directly.
+
+    No FastAPI dependencies or body parameter on purpose: see parse_speech_body.
+    """
     check_json_content_type(request.headers.get("content-type"))
     state: ServiceState = request.app.state.service
     speech = speech_service(state)
@@ -123,16 +161,14 @@ async def create_speech(request: Request) -> Response:
             async with asyncio.timeout(state.settings.request_timeout_seconds):
                 async with state.admission.slot():
                     synth_started = time.perf_counter()
-                    audio = await _synthesize_all(speech, plan)
+                    payload, samples = await _synthesize_payload(speech, plan)
                     synth_seconds = time.perf_counter() - synth_started
     except BaseException as error:
         _reraise_mapped(error, state)
     rate = speech.engine.sample_rate
-    if audio.size > INLINE_ENCODE_MAX_SAMPLES:  # minutes of audio: keep the event loop free
-        payload = await asyncio.to_thread(encode, audio, rate, plan.response_format)
-    else:
-        payload = encode(audio, rate, plan.response_format)
-    _observe(state, started, audio, speech.engine.sample_rate, synth_seconds, first_audio=True)
+    if plan.response_format == "wav":
+        payload = wav_header(rate, len(payload)) + payload
+    _observe(state, started, samples, rate, synth_seconds, first_audio=True)
     return Response(
         payload,
         media_type=MEDIA_TYPES[plan.response_format],
@@ -140,12 +176,28 @@ async def create_speech(request: Request) -> Response:
     )
 
 
-async def _synthesize_all(speech: SpeechService, plan: SpeechPlan) -> Audio:
-    if speech.batcher is not None:  # let the batcher see every chunk at once
-        parts = await asyncio.gather(*(speech.synthesize_chunk(c) for c in plan.chunks))
+async def _synthesize_payload(speech: SpeechService, plan: SpeechPlan) -> tuple[bytes, int]:
+    """The encoded audio of every chunk (wav without its header), and its sample count.
+
+    wav and pcm are built from 16-bit PCM chunks made in the engine's worker
+    thread; flac needs all samples at once.
+    """
+    if plan.response_format in PCM_FORMATS:
+        if speech.batcher is not None:  # let the batcher see every chunk at once
+            parts = await asyncio.gather(*(speech.synthesize_pcm16(c) for c in plan.chunks))
+        else:
+            parts = [await speech.synthesize_pcm16(chunk) for chunk in plan.chunks]
+        pcm = parts[0] if len(parts) == 1 else b"".join(parts)
+        return pcm, len(pcm) // 2
+    if speech.batcher is not None:
+        audios = await asyncio.gather(*(speech.synthesize_chunk(c) for c in plan.chunks))
     else:
-        parts = [await speech.synthesize_chunk(chunk) for chunk in plan.chunks]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        audios = [await speech.synthesize_chunk(chunk) for chunk in plan.chunks]
+    audio = audios[0] if len(audios) == 1 else np.concatenate(audios)
+    rate = speech.engine.sample_rate
+    if audio.size > INLINE_ENCODE_MAX_SAMPLES:  # minutes of audio: keep the event loop free
+        return await asyncio.to_thread(encode, audio, rate, plan.response_format), audio.size
+    return encode(audio, rate, plan.response_format), audio.size
 
 
 async def _start_stream(
@@ -158,26 +210,26 @@ async def _start_stream(
         async with cancel_on_disconnect(request.receive), asyncio.timeout_at(_loop_time(deadline)):
             await stack.enter_async_context(state.admission.slot())
             synth_started = time.perf_counter()
-            first = await speech.synthesize_chunk(plan.chunks[0])
+            first = await speech.synthesize_pcm16(plan.chunks[0])
     except BaseException as error:
         await stack.aclose()
         _reraise_mapped(error, state)
     synth_seconds = time.perf_counter() - synth_started
     state.metrics.time_to_first_audio_seconds.observe(time.perf_counter() - started)
     rate = speech.engine.sample_rate
-    produced: list[Audio] = [first]
+    produced: list[bytes] = [first]
 
     async def chunks() -> AsyncIterator[bytes]:
         nonlocal synth_seconds
         head = streaming_wav_header(rate) if plan.response_format == "wav" else b""
-        yield head + to_pcm16(first)
+        yield head + first
         for chunk in plan.chunks[1:]:
             chunk_started = time.perf_counter()
             async with asyncio.timeout_at(_loop_time(deadline)):
-                audio = await speech.synthesize_chunk(chunk)
+                pcm = await speech.synthesize_pcm16(chunk)
             synth_seconds += time.perf_counter() - chunk_started
-            produced.append(audio)
-            yield to_pcm16(audio)
+            produced.append(pcm)
+            yield pcm
 
     async def on_close(outcome: str) -> None:
         await stack.aclose()  # frees the admission slot
@@ -185,8 +237,8 @@ async def _start_stream(
             state.metrics.cancelled_requests_total.labels(stage="streaming").inc()
         elif outcome == "error":
             log.warning("stream aborted after %d of %d sentences", len(produced), len(plan.chunks))
-        audio = np.concatenate(produced)
-        _observe(state, started, audio, rate, synth_seconds, first_audio=False)
+        samples = sum(len(pcm) for pcm in produced) // 2
+        _observe(state, started, samples, rate, synth_seconds, first_audio=False)
 
     return AudioStream(
         chunks(), on_close, MEDIA_TYPES[plan.response_format], _audio_headers(speech, state)
@@ -210,7 +262,7 @@ def _audio_headers(speech: SpeechService, state: ServiceState) -> dict[str, str]
 def _observe(
     state: ServiceState,
     started: float,
-    audio: Audio,
+    samples: int,
     sample_rate: int,
     synth_seconds: float,
     *,
@@ -221,7 +273,7 @@ def _observe(
     metrics.request_duration_seconds.observe(elapsed)
     if first_audio:
         metrics.time_to_first_audio_seconds.observe(elapsed)
-    seconds = audio.size / sample_rate
+    seconds = samples / sample_rate
     metrics.audio_seconds_total.inc(seconds)
     if seconds > 0:
         metrics.realtime_factor.observe(synth_seconds / seconds)

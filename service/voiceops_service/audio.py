@@ -26,9 +26,13 @@ _CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
 _WHITESPACE = re.compile(r"\s+")
 
 
+PCM_FORMATS: tuple[str, ...] = ("wav", "pcm")  # 16-bit PCM payloads, built chunk by chunk
+
+
 def to_pcm16(audio: Audio) -> bytes:
     """Little-endian signed 16-bit samples (clipped to [-1, 1])."""
-    scaled = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0
+    scaled = np.multiply(audio, 32767.0, dtype=np.float32)  # one temporary, clipped in place
+    np.clip(scaled, -32767.0, 32767.0, out=scaled)
     return scaled.astype("<i2").tobytes()
 
 

@@ -105,7 +105,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(
-            ApiError(500, "internal error", code="internal_error", type_="server_error")
-        )
+        return unexpected_error_response(exc)
+
+
+def unexpected_error_response(exc: BaseException) -> JSONResponse:
+    """A 500 in the envelope; the details go to the log, not to the client."""
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(
+        ApiError(500, "internal error", code="internal_error", type_="server_error")
+    )
+
+
+def response_for(exc: Exception) -> JSONResponse:
+    """The envelope for what a handler raised, as the app's exception handlers answer it."""
+    if isinstance(exc, ApiError):
+        return error_response(exc)
+    if isinstance(exc, RequestValidationError):
+        return error_response(validation_error(exc))
+    return unexpected_error_response(exc)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -169,6 +171,46 @@ def test_malformed_body_and_wrong_content_type(
     headers = {"content-type": content_type} if content_type else {}
     response = client.post("/v1/audio/speech", content=content, headers=headers)
     assert_envelope(response, status, param)
+
+
+def test_oversized_body_is_refused_unread_with_413(client: httpx.Client) -> None:
+    big = b'{"model": "tts-1", "input": "' + b"a" * 200_000 + b'"}'
+    declared = client.post(
+        "/v1/audio/speech", content=big, headers={"content-type": "application/json"}
+    )
+    assert_envelope(declared, 413, "body")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while it streams
+        for start in range(0, len(big), 16384):
+            yield big[start : start + 16384]
+
+    streamed = client.post(
+        "/v1/audio/speech", content=chunked(), headers={"content-type": "application/json"}
+    )
+    assert_envelope(streamed, 413, "body")
+    assert "transfer-encoding" not in declared.request.headers
+    assert streamed.request.headers["transfer-encoding"] == "chunked"
+
+
+def test_the_longest_valid_input_fits_the_body_limit(client: httpx.Client) -> None:
+    # 4096 characters outside the BMP, each escaped as a surrogate pair (12 bytes):
+    # the body is read and parsed (the unknown model is what fails), not refused as too large.
+    body = json.dumps({"model": "no-such-model", "input": "\U0001f600" * 4096}).encode()
+    assert len(body) > 48 * 1024
+    response = client.post(
+        "/v1/audio/speech", content=body, headers={"content-type": "application/json"}
+    )
+    assert_envelope(response, 404, "model")
+
+
+def test_refusals_are_counted_under_the_speech_route(
+    client: httpx.Client, espeak_service: ServiceProcess
+) -> None:
+    route = "/v1/audio/speech"
+    before = metric_value(espeak_service, "voiceops_requests_total", route=route, code="415") or 0
+    client.post(route, content=b"{}", headers={"content-type": "text/plain"})
+    after = metric_value(espeak_service, "voiceops_requests_total", route=route, code="415")
+    assert after == before + 1
 
 
 def test_unknown_route_and_wrong_method_use_the_envelope(client: httpx.Client) -> None:
