@@ -9,6 +9,10 @@
    (``max_size`` 1: one request per forward pass), same texts, same run.
    Off and on alternate (``--trials``) and medians are reported, so drifting
    load from other processes hits both sides alike; the ratio is the number.
+3. The ceiling batching can reach: the decoder's share of one request's
+   time, and what batching buys the decoder alone (16 equal latents one by
+   one vs as one batch). With share ``s`` and decoder gain ``d``, no batching
+   of the rest can beat ``1 / (s / d)`` (Amdahl: the rest made free).
 
     .venv/bin/python bench/vits_cpu.py                      # CPU
     .venv/bin/python bench/vits_cpu.py --device cuda --fp16  # a GPU machine
@@ -119,6 +123,61 @@ def measure_rtf(engine: VitsEngine, repeats: int) -> dict[str, float]:
     }
 
 
+def measure_ceiling(engine: VitsEngine, repeats: int, batch: int = 16) -> dict[str, float]:
+    """Decoder share of a request, and decoder time per item batched vs one by one."""
+    model = engine.voice.model
+    decoder_seconds: list[float] = []
+    original = model.dec.forward
+
+    def timed_decoder(*args: object, **kwargs: object) -> torch.Tensor:
+        sync(engine)
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        sync(engine)
+        decoder_seconds.append(time.perf_counter() - start)
+        return out
+
+    prepared = engine.prepare(SynthesisRequest(text=MIXED_TEXTS[0]))
+    shares: list[float] = []
+    model.dec.forward = timed_decoder  # type: ignore[method-assign]
+    try:
+        for _ in range(repeats):
+            decoder_seconds.clear()
+            sync(engine)
+            start = time.perf_counter()
+            engine.synthesize_prepared([prepared])
+            sync(engine)
+            shares.append(decoder_seconds[0] / (time.perf_counter() - start))
+    finally:
+        model.dec.forward = original  # type: ignore[method-assign]
+    dtype = model.synthesis_dtype
+    frames = 86  # ~1 s of audio, a short request
+    one = torch.randn(1, model.hp.inter_channels, frames, device=engine.device, dtype=dtype)
+    many = one.expand(batch, -1, -1).contiguous()
+
+    def seconds(run: object) -> float:
+        times = []
+        for _ in range(repeats):
+            sync(engine)
+            start = time.perf_counter()
+            run()  # type: ignore[operator]
+            sync(engine)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with torch.inference_mode():
+        model.dec(many)  # warm the shapes
+        one_by_one = seconds(lambda: [model.dec(one) for _ in range(batch)])
+        batched = seconds(lambda: model.dec(many))
+    share = statistics.median(shares)
+    gain = one_by_one / batched
+    return {
+        "decoder_share_of_request": round(share, 3),
+        "decoder_batch_gain": round(gain, 3),
+        "batching_ceiling": round(gain / share, 3),
+    }
+
+
 async def throughput(
     engine: VitsEngine, concurrency: int, max_size: int, total: int
 ) -> dict[str, float]:
@@ -211,6 +270,7 @@ def main() -> None:
     engine.warm_up()
     print(json.dumps({"machine": machine(engine), "pass_budget_ids": engine.pass_budget_ids}))
     print(json.dumps({"rtf": measure_rtf(engine, args.repeats)}), flush=True)
+    print(json.dumps({"ceiling": measure_ceiling(engine, args.repeats)}), flush=True)
     levels = [int(level) for level in args.levels.split(",")]
     asyncio.run(batching_table(engine, levels, args.rounds, args.max_size, args.trials))
 

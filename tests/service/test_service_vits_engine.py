@@ -107,7 +107,7 @@ def test_plan_passes_sorts_and_respects_budget() -> None:
         assert [lengths[i] for i in group] == sorted((lengths[i] for i in group), reverse=True)
 
 
-def test_plan_passes_bounds_padding_waste() -> None:
+def test_plan_passes_mixes_lengths_within_the_budget() -> None:
     lengths = [100, 95, 90, 60, 58, 20]
-    assert plan_passes(lengths, budget=10_000, min_fill=0.85) == [[0, 1, 2], [3, 4], [5]]
-    assert plan_passes(lengths, budget=10_000, min_fill=0.0) == [[0, 1, 2, 3, 4, 5]]
+    assert plan_passes(lengths, budget=10_000) == [[0, 1, 2, 3, 4, 5]]
+    assert plan_passes(lengths, budget=300) == [[0, 1, 2], [3, 4, 5]]

@@ -6,6 +6,7 @@ agree sample by sample (bar: 1e-3 max abs; typically ~3e-5 on CPU).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -15,7 +16,12 @@ import onnxruntime
 import pytest
 import torch
 from voiceops_service.engines.vits.loader import LoadedVoice, load_voice
-from voiceops_service.engines.vits.model import SynthesisScales
+from voiceops_service.engines.vits.model import (
+    PackedFrames,
+    SynthesisScales,
+    VitsHyperParams,
+    VitsModel,
+)
 from voiceops_service.engines.vits.onnx_weights import VoiceFileError, read_onnx_weights
 from voiceops_service.engines.vits.phonemes import phonemes_to_ids, split_phonemes
 from voiceops_service.engines.vits.voice import (
@@ -128,6 +134,79 @@ def test_padded_batch_matches_one_by_one(
         alone = one_by_one[text]
         assert audio.shape == alone.shape
         assert np.abs(audio - alone).max() < TOLERANCE
+
+
+def test_gaps_between_packed_items_are_what_makes_batches_exact(
+    voice: LoadedVoice, one_by_one: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: packed with no gap, neighbours leak into each other."""
+    monkeypatch.setattr(VitsModel, "context_frames", property(lambda _model: 0))
+    batched = run_torch(voice, [ids_for(voice, text) for text in PHONEME_TEXTS])
+    worst = max(
+        np.abs(audio - one_by_one[text]).max()
+        for text, audio in zip(PHONEME_TEXTS, batched, strict=True)
+    )
+    assert worst > 100 * TOLERANCE
+
+
+def test_packing_puts_short_items_beside_each_other() -> None:
+    packing = PackedFrames.plan([100, 30, 60, 40, 100, 5], gap=5)
+    assert (packing.rows, packing.width) == (4, 100)  # 6 items, 4 rows no wider than 100
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for (row, start), length in zip(packing.places, packing.lengths, strict=True):
+        spans.setdefault(row, []).append((start, start + length))
+    for items in spans.values():
+        items.sort()
+        assert items[-1][1] <= packing.width
+        for (_, end), (start, _) in itertools.pairwise(items):
+            assert start - end >= 5  # every neighbour at least one gap away
+    # Zeroed: the gaps and each row's tail, never an item's frames.
+    for row, start, end in packing.gaps:
+        assert all(end <= s or start >= e for s, e in spans[row])
+    assert PackedFrames.plan([7, 7, 7], gap=5).rows == 3  # equal lengths: a plain batch
+
+
+def test_multi_speaker_packed_batch_matches_one_by_one() -> None:
+    """Speaker conditioning follows each item into its packed row (a small random model)."""
+    torch.manual_seed(0)
+    hp = VitsHyperParams(
+        n_vocab=30,
+        inter_channels=16,
+        hidden_channels=16,
+        filter_channels=32,
+        n_layers=2,
+        dp_filter_channels=16,
+        upsample_initial_channel=32,
+        n_speakers=3,
+        gin_channels=8,
+    )
+    model = VitsModel(hp).eval()
+    batch = [[1, 5, 7, 9, 2], [1, 3, 2], [1, 4, 4, 6, 8, 10, 2], [1, 11, 2]]
+    speakers = [2, 0, 1, 2]
+    zeros = torch.zeros(1)
+
+    def infer(rows: list[list[int]], ids: list[int]) -> list[np.ndarray]:
+        padded = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+        for row, tokens in enumerate(rows):
+            padded[row, : len(tokens)] = torch.tensor(tokens)
+        scales = SynthesisScales(
+            noise=zeros.expand(len(rows)), length=zeros.expand(len(rows)) + 1,
+            noise_w=zeros.expand(len(rows)),
+        )  # fmt: skip
+        with torch.inference_mode():
+            audio, samples = model.infer(
+                padded, torch.tensor([len(r) for r in rows]), scales, torch.tensor(ids)
+            )
+        return [audio[row, : int(samples[row])].numpy() for row in range(len(rows))]
+
+    together = infer(batch, speakers)
+    assert len({audio.size for audio in together}) > 1  # really mixed lengths
+    for tokens, speaker, audio in zip(batch, speakers, together, strict=True):
+        (alone,) = infer([tokens], [speaker])
+        assert audio.shape == alone.shape
+        assert np.abs(audio - alone).max() < TOLERANCE
+    other_speaker = infer([batch[0]], [0])[0]
+    assert np.abs(together[0] - other_speaker).max() > TOLERANCE  # speakers really differ
 
 
 def test_architecture_is_read_from_the_file(voice: LoadedVoice) -> None:

@@ -4,15 +4,18 @@ Transposed convolutions upsample by ``prod(upsample_rates)`` (the hop length);
 after each, a multi-receptive-field fusion averages several residual blocks of
 different kernel sizes and dilations.
 
-Batching: a padded batch only matches one-by-one synthesis if every
-convolution sees zeros past each item's end, exactly as zero padding gives a
-single item. So when item lengths are passed, the padded tail of every
-convolution input is zeroed in place at its own resolution (only the padding
-is written, so this costs far less than multiplying whole tensors by a mask).
+Batching: several items share one forward pass packed end to end along time
+(see ``VitsModel.infer``), separated by gaps of at least
+:meth:`HifiGanGenerator.context_frames` frames. That only matches one-by-one
+synthesis if every convolution sees zeros between items, exactly as zero
+padding gives a single item. So the gaps of every convolution input are zeroed
+in place at its own resolution (only the gaps are written, far cheaper than
+multiplying whole tensors by a mask).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,16 +27,20 @@ from voiceops_service.engines.vits.layers import same_padding
 LRELU_SLOPE = 0.1
 
 
-Tails = list[int] | None  # per item: samples at this resolution (None: one unpadded item)
+# Spans to keep at zero: (row, start, end) at the current resolution (None: no gaps).
+Gaps = list[tuple[int, int, int]] | None
 
 
-def _masked(x: torch.Tensor, lengths: Tails) -> torch.Tensor:
-    """Zero each item's padding in place; ``x`` must be a fresh tensor (an activation)."""
-    if lengths is not None:
-        for row, length in enumerate(lengths):
-            if length < x.size(2):
-                x[row, :, length:] = 0
+def _masked(x: torch.Tensor, gaps: Gaps) -> torch.Tensor:
+    """Zero the gaps between packed items in place; ``x`` must be a fresh activation."""
+    if gaps is not None:
+        for row, start, end in gaps:
+            x[row, :, start:end] = 0
     return x
+
+
+def _scaled(gaps: Gaps, factor: int) -> Gaps:
+    return None if gaps is None else [(r, start * factor, end * factor) for r, start, end in gaps]
 
 
 class ResBlockTwoConvs(nn.Module):
@@ -48,7 +55,7 @@ class ResBlockTwoConvs(nn.Module):
             for d in dilations
         )
 
-    def forward(self, x: torch.Tensor, mask: Tails = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Gaps = None) -> torch.Tensor:
         for conv in self.convs:
             x = x + conv(_masked(F.leaky_relu(x, LRELU_SLOPE), mask))
         return x
@@ -70,7 +77,7 @@ class ResBlockConvPairs(nn.Module):
             for _ in dilations
         )
 
-    def forward(self, x: torch.Tensor, mask: Tails = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: Gaps = None) -> torch.Tensor:
         for conv_1, conv_2 in zip(self.convs1, self.convs2, strict=True):
             y = conv_1(_masked(F.leaky_relu(x, LRELU_SLOPE), mask))
             y = conv_2(_masked(F.leaky_relu(y, LRELU_SLOPE), mask))
@@ -111,31 +118,46 @@ class HifiGanGenerator(nn.Module):
         self.conv_post = nn.Conv1d(channels, 1, 7, padding=3, bias=post_bias)
         self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1) if gin_channels else None
 
+    def context_frames(self) -> int:
+        """Zero frames packed items need between them so no convolution reads a neighbour.
+
+        A convolution with padding ``p`` at ``scale`` samples per frame reads
+        ``ceil(p / scale)`` frames past an item's edge; a transposed one with
+        kernel ``k`` and stride ``s`` reads at most ``ceil(k / s)`` input frames.
+        """
+        frames = self.conv_pre.padding[0]
+        scale = 1
+        for i, up in enumerate(self.ups):
+            frames = max(frames, math.ceil(up.kernel_size[0] / up.stride[0]))
+            scale *= up.stride[0]
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            for conv in (m for block in blocks for m in block.modules()):
+                if isinstance(conv, nn.Conv1d):
+                    frames = max(frames, math.ceil(conv.padding[0] / scale))
+        return max(frames, math.ceil(self.conv_post.padding[0] / scale))
+
     def forward(
         self,
         x: torch.Tensor,
-        frame_lengths: torch.Tensor | None = None,
+        gaps: Gaps = None,
         g: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x`` [b, c, frames] (already masked) -> audio [b, 1, frames * hop].
 
-        ``frame_lengths`` (per item) turns on the per-resolution masking that
-        padded batches need; leave it None for a single item.
+        ``gaps`` (frame spans between packed items, each at least
+        :meth:`context_frames` long, and after a row's last item) are kept at
+        zero at every resolution.
         """
         x = self.conv_pre(x)
         if self.cond is not None and g is not None:
             x = x + self.cond(g)
-        lengths = None if frame_lengths is None else [int(n) for n in frame_lengths.tolist()]
-        if lengths is not None and all(n == x.size(2) for n in lengths):
-            lengths = None  # nothing padded: plain convolutions are already exact
         for i, up in enumerate(self.ups):
-            x = up(_masked(F.leaky_relu(x, LRELU_SLOPE), lengths))
-            if lengths is not None:
-                lengths = [n * self.upsample_rates[i] for n in lengths]
+            x = up(_masked(F.leaky_relu(x, LRELU_SLOPE), gaps))
+            gaps = _scaled(gaps, self.upsample_rates[i])
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
-            fused = blocks[0](x, lengths)
+            fused = blocks[0](x, gaps)
             for block in blocks[1:]:
-                fused = fused + block(x, lengths)
+                fused = fused + block(x, gaps)
             x = fused / self.num_kernels
-        x = self.conv_post(_masked(F.leaky_relu(x), lengths))
+        x = self.conv_post(_masked(F.leaky_relu(x), gaps))
         return torch.tanh(x)

@@ -2,9 +2,9 @@
 
 One request: text -> espeak-ng IPA (the shared libespeak-ng binding) -> ids
 (``phonemes``) -> ``VitsModel.infer``. A batch is sorted by length and cut
-into forward passes whose padded size stays under a budget, so short requests
-are not padded up to a long neighbour and CPU caches are not blown (on CPU a
-huge padded pass is slower than several small ones).
+into forward passes whose padded id count stays under a budget; inside a pass
+the flow and decoder pack short requests beside each other instead of padding
+them up to a long neighbour.
 """
 
 from __future__ import annotations
@@ -42,12 +42,10 @@ log = logging.getLogger(__name__)
 
 DeviceChoice = Literal["auto", "cpu", "cuda"]
 OPTION_NAMES = frozenset({"noise_scale", "noise_w", "length_scale"})
-# Padded phoneme ids per forward pass, and how short (relative to the pass's
-# longest) an item may be and still join it. On CPU every padded frame is paid
-# in full (the cores are already busy at batch 1), so only near-equal lengths
-# share a pass; on a GPU wide passes pay even with some padding.
-DEFAULT_PASS_BUDGET = {"cpu": 1024, "cuda": 16384}
-DEFAULT_MIN_FILL = {"cpu": 0.85, "cuda": 0.5}
+# Padded phoneme ids per forward pass. Only the text side pads: the flow and
+# decoder pack mixed lengths into rows (VitsModel.infer), so any mix of
+# requests can share a pass.
+DEFAULT_PASS_BUDGET = {"cpu": 4096, "cuda": 16384}
 # ~150 characters: the "typical request" the per-item memory cost is measured on.
 MEASURE_TEXT = (
     "The quick brown fox jumps over the lazy dog, and then it runs far away into the "
@@ -70,8 +68,7 @@ class VitsOptions:
             model_path=settings.model_path,
             voice=settings.voice,
             device=settings.device,
-            # Not a ServiceSettings field yet (asked for): fp16 stays off until it is.
-            fp16=bool(getattr(settings, "fp16", False)),
+            fp16=settings.fp16,
         )
 
 
@@ -255,8 +252,7 @@ class VitsEngine(Engine):
         """Audio per item, in order; forward passes grouped by length under the budget."""
         results: list[Audio | None] = [None] * len(items)
         lengths = [len(item.ids) for item in items]
-        min_fill = DEFAULT_MIN_FILL[self._device.type]
-        for group in plan_passes(lengths, self.pass_budget_ids, min_fill):
+        for group in plan_passes(lengths, self.pass_budget_ids):
             audio = self._forward([items[i] for i in group])
             for index, samples in zip(group, audio, strict=True):
                 results[index] = samples
@@ -293,24 +289,20 @@ class VitsEngine(Engine):
         ]
 
 
-def plan_passes(lengths: Sequence[int], budget: int, min_fill: float = 0.0) -> list[list[int]]:
-    """Indices grouped into forward passes: longest first, padded size <= budget.
+def plan_passes(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices grouped into forward passes: longest first, padded ids <= budget.
 
-    Sorting by length keeps padding small; an item shorter than ``min_fill``
-    times its pass's longest starts a new pass (bounded padding waste); an
-    item longer than the budget still gets a pass of its own.
+    The text side pads each pass to its longest item (the flow and decoder
+    pack, so lengths may mix); an item longer than the budget still gets a
+    pass of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     passes: list[list[int]] = []
     current: list[int] = []
     for index in order:
-        if current:
-            longest = lengths[current[0]]  # sorted descending: the first is the longest
-            over_budget = longest * (len(current) + 1) > budget
-            too_short = lengths[index] < min_fill * longest
-            if over_budget or too_short:
-                passes.append(current)
-                current = []
+        if current and lengths[current[0]] * (len(current) + 1) > budget:
+            passes.append(current)  # sorted descending: current[0] is the longest
+            current = []
         current.append(index)
     if current:
         passes.append(current)
