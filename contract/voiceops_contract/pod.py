@@ -12,6 +12,7 @@ ENV_ENGINE = "VOICEOPS_ENGINE"  # espeak | vits
 ENV_VOICE = "VOICEOPS_VOICE"  # voice name (Piper name for vits, espeak name for espeak)
 ENV_MODEL_PATH = "VOICEOPS_MODEL_PATH"  # directory or .onnx file of a Piper voice; empty = bundled
 ENV_DEVICE = "VOICEOPS_DEVICE"  # auto | cpu | cuda
+ENV_FP16 = "VOICEOPS_FP16"  # "true": vits flow + decoder in half precision (CUDA only)
 ENV_HOST = "VOICEOPS_HOST"
 ENV_PORT = "VOICEOPS_PORT"
 ENV_MAX_CONCURRENCY = "VOICEOPS_MAX_CONCURRENCY"

@@ -211,14 +211,16 @@ def _env(
     if tier == "gpu":
         device = "auto" if spec.gpu.count > 0 else "cpu"
         in_process = "espeak" if serving.in_process_fallback and engine != "espeak" else ""
+        fp16 = spec.model.precision == "fp16"
     else:
-        device, in_process = "cpu", ""
+        device, in_process, fp16 = "cpu", "", False
     values = [
         (pod.ENV_TIER, tier),
         (pod.ENV_ENGINE, engine),
         (pod.ENV_VOICE, voice),
         (pod.ENV_MODEL_PATH, model_path),
         (pod.ENV_DEVICE, device),
+        (pod.ENV_FP16, "true" if fp16 else "false"),
         (pod.ENV_HOST, "0.0.0.0"),
         (pod.ENV_PORT, str(serving.port)),
         (pod.ENV_MAX_CONCURRENCY, str(serving.max_concurrency)),

@@ -195,6 +195,12 @@ SPEC_RULES = (
         ),
     ),
     CrossFieldRule(
+        rule="self.model.precision == 'fp32' || self.model.engine == 'vits'",
+        message="spec.model.precision fp16 needs the vits engine (espeak has no weights)",
+        field=".model.precision",
+        holds=lambda s: s.model.precision == "fp32" or s.model.engine == "vits",
+    ),
+    CrossFieldRule(
         rule="self.model.uri == '' || self.model.engine == 'vits'",
         message="spec.model.uri is only used by the vits engine; leave it empty for espeak",
         field=".model.uri",
@@ -278,6 +284,13 @@ class ModelSpec(_Model):
         "file:///abs/path = a path inside the container; pvc://claim/path = a file or "
         "directory on a PersistentVolumeClaim, mounted read-only into the GPU pods. "
         "Other schemes (hf://, s3://) are not supported yet.",
+    )
+
+    precision: Literal["fp32", "fp16"] = Field(
+        default="fp32",
+        description="Numeric precision of the vits flow and decoder (nearly all the compute) "
+        "on the GPU: fp16 halves their activation memory and uses tensor cores; durations "
+        "stay fp32, so speech keeps its timing. Pods without a GPU run fp32 and log it.",
     )
 
     def model_path(self) -> str:

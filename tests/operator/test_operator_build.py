@@ -101,9 +101,17 @@ def test_gpu_env_follows_the_contract(settings: OperatorSettings) -> None:
     assert env[pod.ENV_FAULT_INJECTION] == "false"
     assert pod.ENV_FAULT_TOKEN not in env
     assert env[pod.ENV_MODEL_PATH] == ""
+    assert env[pod.ENV_FP16] == "false"
     assert container_of(dep)["ports"] == [
         {"name": "http", "containerPort": 9000, "protocol": "TCP"}
     ]
+
+
+def test_fp16_precision_reaches_the_gpu_tier_only(settings: OperatorSettings) -> None:
+    voice_service = vs_of({"model": {"precision": "fp16"}})
+    assert env_of(build.build_gpu_deployment(voice_service, settings))[pod.ENV_FP16] == "true"
+    fallback = build.build_fallback_deployment(voice_service, Routing(), settings)
+    assert env_of(fallback)[pod.ENV_FP16] == "false"
 
 
 def test_pvc_model_is_mounted_read_only(settings: OperatorSettings) -> None:

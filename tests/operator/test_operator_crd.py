@@ -165,6 +165,8 @@ INVALID = [
     ({"serving": {"maxConcurrency": 2, "batch": {"maxSize": 4}}}, "batch.maxSize"),
     ({"probes": {"liveness": {"timeoutSeconds": 20}}}, "liveness.timeoutSeconds"),
     ({"model": {"engine": "espeak", "uri": "file:///x"}}, "model.uri"),
+    ({"model": {"engine": "espeak", "precision": "fp16"}}, "model.precision"),
+    ({"model": {"precision": "bf16"}}, "model.precision"),
     ({"faultInjection": {"enabled": True}}, "tokenSecretRef.name"),
     ({"model": {"engine": "tacotron"}}, "model.engine"),
     ({"failover": {"memoryHighRatio": 1.5}}, "memoryHighRatio"),
