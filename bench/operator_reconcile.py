@@ -26,8 +26,15 @@ from voiceops_operator.kube import USER_AGENT
 from voiceops_sim.apiserver import KubeApiEmulator
 
 REPO = Path(__file__).resolve().parents[1]
-CHILDREN_PER_OBJECT = 9  # 2 Deployments, 3 Services, 2 HPAs, 2 PDBs (the default spec)
-CHILD_RESOURCES = {"deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets"}
+# 2 Deployments, 3 Services, 2 HPAs, 2 PDBs, 1 NetworkPolicy (the default spec)
+CHILDREN_PER_OBJECT = 10
+CHILD_RESOURCES = {
+    "deployments",
+    "services",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+    "networkpolicies",
+}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -171,7 +178,10 @@ async def main() -> int:
         await asyncio.wait_for(operator.wait(), 20)
         await emulator.stop()
 
-    print("VoiceService create → all 9 children exist (ms; operator process vs API emulator)")
+    print(
+        f"VoiceService create → all {CHILDREN_PER_OBJECT} children exist "
+        "(ms; operator process vs API emulator)"
+    )
     print("| mode | objects | median | p95 | max |")
     print("|---|---|---|---|---|")
     print(row("one at a time", seq))

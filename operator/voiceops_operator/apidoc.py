@@ -64,6 +64,8 @@ def _rules(schema: dict[str, Any]) -> list[str]:
     found = [f"- {r['message']}" for r in schema.get("x-kubernetes-validations", [])]
     for sub in schema.get("properties", {}).values():
         found.extend(_rules(sub))
+    if isinstance(schema.get("items"), dict):  # rules on list items (allowFrom[*])
+        found.extend(_rules(schema["items"]))
     return found
 
 

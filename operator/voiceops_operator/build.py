@@ -18,6 +18,8 @@ from voiceops_operator.spec import (
     KIND,
     MODEL_MOUNT_PATH,
     ActiveTier,
+    LabelSelector,
+    NetworkPolicyPeer,
     ResourceRequirements,
     Tier,
     VoiceService,
@@ -38,6 +40,7 @@ PART_OF = "voiceops"
 MANAGED_BY = "voiceops-operator"
 COMPONENT_BY_TIER: dict[str, str] = {"gpu": "gpu-tier", "fallback": "fallback-tier"}
 COMPONENT_FRONT = "front"
+COMPONENT_NETWORK_POLICY = "network-policy"
 TIERS: tuple[Tier, Tier] = ("gpu", "fallback")
 
 HTTP_PORT_NAME = "http"
@@ -45,6 +48,7 @@ RUN_AS_USER = 10001
 TMP_VOLUME = "tmp"
 MODEL_VOLUME = "model"
 HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
+DNS_PORT = 53
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,16 @@ def pdb_name(name: str, tier: Tier) -> str:
     return f"{name}-{tier}"
 
 
-def labels(name: str, tier: Tier | None) -> dict[str, str]:
-    """Labels of every child; tier None is the front Service."""
+def network_policy_name(name: str) -> str:
+    return name
+
+
+def labels(name: str, tier: Tier | None, component: str = "") -> dict[str, str]:
+    """Labels of every child; tier None is the front Service unless component says else."""
     found = {
         LABEL_NAME: APP_NAME,
         LABEL_INSTANCE: name,
-        LABEL_COMPONENT: COMPONENT_BY_TIER[tier] if tier else COMPONENT_FRONT,
+        LABEL_COMPONENT: component or (COMPONENT_BY_TIER[tier] if tier else COMPONENT_FRONT),
         LABEL_PART_OF: PART_OF,
         LABEL_MANAGED_BY: MANAGED_BY,
     }
@@ -108,9 +116,14 @@ def tier_selector(name: str, tier: Tier) -> dict[str, str]:
     return {LABEL_INSTANCE: name, LABEL_TIER: tier}
 
 
+def pods_selector(name: str) -> dict[str, str]:
+    """The pods of both tiers (the labels every tier's pods share)."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name}
+
+
 def front_selector(name: str, active_tier: ActiveTier) -> dict[str, str]:
     """The front Service's selector: one tier, or both (no tier key) while recovering."""
-    selector = {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name}
+    selector = pods_selector(name)
     if active_tier != "both":
         selector[LABEL_TIER] = active_tier
     return selector
@@ -127,11 +140,13 @@ def owner_reference(vs: VoiceService) -> dict[str, Any]:
     }
 
 
-def _metadata(vs: VoiceService, name: str, tier: Tier | None) -> dict[str, Any]:
+def _metadata(
+    vs: VoiceService, name: str, tier: Tier | None, component: str = ""
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
         "namespace": vs.namespace,
-        "labels": labels(vs.name, tier),
+        "labels": labels(vs.name, tier, component),
     }
     if vs.uid:
         meta["ownerReferences"] = [owner_reference(vs)]
@@ -489,13 +504,83 @@ def build_pdb(vs: VoiceService, tier: Tier) -> dict[str, Any]:
     }
 
 
+def _label_selector(selector: LabelSelector) -> dict[str, Any]:
+    """A LabelSelector as Kubernetes stores it (empty parts left out; {} = everything)."""
+    found: dict[str, Any] = {}
+    if selector.match_labels:
+        found["matchLabels"] = dict(selector.match_labels)
+    if selector.match_expressions:
+        found["matchExpressions"] = [
+            {
+                "key": r.key,
+                "operator": r.operator,
+                **({"values": list(r.values)} if r.values else {}),
+            }
+            for r in selector.match_expressions
+        ]
+    return found
+
+
+def _peer(peer: NetworkPolicyPeer) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if peer.pod_selector is not None:
+        found["podSelector"] = _label_selector(peer.pod_selector)
+    if peer.namespace_selector is not None:
+        found["namespaceSelector"] = _label_selector(peer.namespace_selector)
+    if peer.ip_block is not None:
+        found["ipBlock"] = {"cidr": peer.ip_block.cidr}
+        if peer.ip_block.except_:
+            found["ipBlock"]["except"] = list(peer.ip_block.except_)
+    return found
+
+
+def build_network_policy(vs: VoiceService) -> dict[str, Any]:
+    """Ingress to the pods of both tiers on the serving port only; egress DNS only (or all).
+
+    No ``from`` = any source: the operator scrapes each pod's /metrics on the
+    same port, so with ``allowFrom`` set its namespace must be among the peers.
+    """
+    policy = vs.spec.network_policy
+    ingress: dict[str, Any] = {"ports": [{"port": vs.spec.serving.port, "protocol": "TCP"}]}
+    if policy.allow_from:
+        ingress["from"] = [_peer(p) for p in policy.allow_from]
+    if policy.allow_egress:
+        egress: list[dict[str, Any]] = [{}]  # one empty rule: any destination, any port
+    else:
+        egress = [
+            {
+                "ports": [
+                    {"port": DNS_PORT, "protocol": "UDP"},
+                    {"port": DNS_PORT, "protocol": "TCP"},
+                ]
+            }
+        ]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(
+            vs, network_policy_name(vs.name), None, component=COMPONENT_NETWORK_POLICY
+        ),
+        "spec": {
+            "podSelector": {"matchLabels": pods_selector(vs.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [ingress],
+            "egress": egress,
+        },
+    }
+
+
 def build_all(
     vs: VoiceService, routing: Routing, settings: OperatorSettings
 ) -> list[dict[str, Any]]:
     """Every child the VoiceService should have, in creation order."""
     spec = vs.spec
     fallback_on = spec.fallback.enabled
-    objects = [build_gpu_deployment(vs, settings)]
+    objects: list[dict[str, Any]] = []
+    if spec.network_policy.enabled:
+        # First: pods start behind their policy, never open.
+        objects.append(build_network_policy(vs))
+    objects.append(build_gpu_deployment(vs, settings))
     if fallback_on:
         objects.append(build_fallback_deployment(vs, routing, settings))
     objects.append(build_tier_service(vs, "gpu"))
@@ -516,6 +601,7 @@ def build_all(
 
 # (apiVersion, kind) of every kind the operator owns, in reconcile order.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -532,6 +618,7 @@ def possible_children(name: str) -> list[tuple[str, str, str]]:
         found.append(("autoscaling/v2", "HorizontalPodAutoscaler", hpa_name(name, tier)))
         found.append(("policy/v1", "PodDisruptionBudget", pdb_name(name, tier)))
     found.append(("v1", "Service", front_service_name(name)))
+    found.append(("networking.k8s.io/v1", "NetworkPolicy", network_policy_name(name)))
     return found
 
 

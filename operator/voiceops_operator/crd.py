@@ -45,7 +45,8 @@ def _rules_of(model: type[BaseModel]) -> list[dict[str, str]]:
         {
             "rule": r.rule,
             "message": r.message,
-            "fieldPath": r.field,
+            # No fieldPath: the error names the object the rule sits on.
+            **({"fieldPath": r.field} if r.field else {}),
             "reason": "FieldValueInvalid",
         }
         for r in rules

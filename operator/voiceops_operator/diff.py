@@ -4,8 +4,9 @@ A child matches when every field we set has the same value in the stored object.
 Fields the API server or other controllers add (defaults, clusterIP, status,
 annotations of `kubectl rollout restart`) are not ours and never cause a write.
 Go's `omitempty` drops zero values, so a desired zero matches an absent field.
-A few maps are owned whole (selectors, node selectors, resource lists): keys
-there that we no longer set are removed with `null` in the merge patch.
+A few maps are owned whole (selectors, node selectors, resource lists,
+NetworkPolicy rules): keys there that we no longer set are removed with `null`
+in the merge patch (lists are replaced whole).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def _is_quantity_path(path: Path) -> bool:
     )
 
 
+_NETWORK_POLICY_OWNED = {("spec", "podSelector"), ("spec", "ingress"), ("spec", "egress")}
+
+
 def is_owned_whole(path: Path) -> bool:
     """Maps where keys we stop setting must go (not just keys we set must match)."""
     if not path:
@@ -73,6 +77,10 @@ def is_owned_whole(path: Path) -> bool:
         path == ("spec", "selector")  # Service selector: routing drops the tier key
         or path[-1] == "nodeSelector"
         or (len(path) >= 2 and path[-2] == "resources" and path[-1] in ("limits", "requests"))
+        # A NetworkPolicy is owned whole below these: a `from` we stop setting (any
+        # source again), the ports of a DNS-only egress rule turned allow-all ({}),
+        # a hand-added selector label; and `podSelector: {}` (every pod) is no zero.
+        or path[:2] in _NETWORK_POLICY_OWNED
     )
 
 

@@ -34,6 +34,12 @@ PERMISSIONS: tuple[Permission, ...] = (
         "autoscaling", "horizontalpodautoscalers", CHILD_VERBS, "autoscaling/v2 HPAs per tier"
     ),
     Permission("policy", "poddisruptionbudgets", CHILD_VERBS, "a PodDisruptionBudget per tier"),
+    Permission(
+        "networking.k8s.io",
+        "networkpolicies",
+        CHILD_VERBS,
+        "a NetworkPolicy around the pods of both tiers",
+    ),
     Permission("", "pods", ("get", "list", "watch"), "self-healing observes tier pods"),
     Permission("", "events", ("create", "patch"), "Kubernetes Events (kopf posts them)"),
     Permission(

@@ -155,6 +155,7 @@ class Reconciler:
             desired=build.build_all(vs, routing, self.settings),
         )
         steps: list[Callable[[_Run], Awaitable[None]]] = [
+            self._network_policies,  # first: pods never start without their policy
             self._deployments,
             self._services,
             self._autoscalers,
@@ -250,6 +251,9 @@ class Reconciler:
             if isinstance(result, BaseException):
                 raise result
 
+    async def _network_policies(self, run: _Run) -> None:
+        await self._ensure_kind(run, "NetworkPolicy")
+
     async def _deployments(self, run: _Run) -> None:
         await self._ensure_kind(run, "Deployment")
 
@@ -263,7 +267,7 @@ class Reconciler:
         await self._ensure_kind(run, "PodDisruptionBudget")
 
     async def _remove_undesired(self, run: _Run) -> None:
-        """Delete children the spec no longer asks for (autoscaling or fallback off)."""
+        """Delete children the spec no longer asks for (autoscaling, fallback or policy off)."""
         wanted = {(o["kind"], o["metadata"]["name"]) for o in run.desired}
         for api_version, kind, name in build.possible_children(run.vs.name):
             if (kind, name) in wanted:

@@ -46,6 +46,12 @@ RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 PVC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+CIDR_PATTERN = (
+    rf"^({_IPV4}\.){{3}}{_IPV4}/(3[0-2]|[12]?[0-9])$"
+    r"|^[0-9a-fA-F]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 
 Engine = Literal["vits", "espeak"]
 Tier = Literal["gpu", "fallback"]
@@ -137,6 +143,29 @@ SERVING_RULES = (
         message="spec.serving.batch.maxSize must be at most spec.serving.maxConcurrency",
         field=".batch.maxSize",
         holds=lambda s: s.batch.max_size <= s.max_concurrency,
+    ),
+)
+
+# A peer sits in a list: "[*]" in a message stands for its index (pydantic fills
+# it in; the API server prefixes the indexed path to the CEL message).
+PEER_RULES = (
+    CrossFieldRule(
+        rule="has(self.podSelector) || has(self.namespaceSelector) || has(self.ipBlock)",
+        message="spec.networkPolicy.allowFrom[*] must set podSelector, namespaceSelector "
+        "or ipBlock",
+        field="",
+        holds=lambda p: (
+            p.pod_selector is not None or p.namespace_selector is not None or p.ip_block is not None
+        ),
+    ),
+    CrossFieldRule(
+        rule="!has(self.ipBlock) || (!has(self.podSelector) && !has(self.namespaceSelector))",
+        message="spec.networkPolicy.allowFrom[*].ipBlock cannot be combined with podSelector "
+        "or namespaceSelector (a Kubernetes NetworkPolicyPeer sets one or the other)",
+        field=".ipBlock",
+        holds=lambda p: (
+            p.ip_block is None or (p.pod_selector is None and p.namespace_selector is None)
+        ),
     ),
 )
 
@@ -597,6 +626,99 @@ class FaultInjectionSpec(_Model):
     )
 
 
+class LabelSelectorRequirement(_Model):
+    """One matchExpressions entry of a Kubernetes label selector."""
+
+    key: str = Field(min_length=1, max_length=317, description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Label values: non-empty for In and NotIn, empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(_Model):
+    """A Kubernetes label selector; an empty selector ({}) selects everything."""
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = (
+        Field(
+            default_factory=dict,
+            max_length=64,
+            description="Labels that must all match, e.g. {app: gateway}.",
+        )
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Requirements that must all hold.",
+    )
+
+
+class IPBlock(_Model):
+    """A CIDR range (with exceptions) allowed to connect; for sources outside the cluster."""
+
+    cidr: str = Field(
+        max_length=64,
+        pattern=CIDR_PATTERN,
+        description="IPv4 or IPv6 range, e.g. 10.0.0.0/8.",
+    )
+    except_: list[Annotated[str, Field(max_length=64, pattern=CIDR_PATTERN)]] = Field(
+        default_factory=list,
+        alias="except",
+        max_length=32,
+        description="Ranges inside cidr that are not allowed.",
+    )
+
+
+class NetworkPolicyPeer(_Model):
+    """A source allowed to connect (a NetworkPolicyPeer): pods/namespaces, or an ipBlock."""
+
+    __rules__: ClassVar[tuple[CrossFieldRule, ...]] = PEER_RULES
+
+    pod_selector: LabelSelector | None = Field(
+        default=None,
+        description="Pods allowed to connect: in the VoiceService's namespace, or with "
+        "namespaceSelector in the namespaces it selects. {} = every pod.",
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces whose pods may connect, e.g. {matchLabels: "
+        "{kubernetes.io/metadata.name: gateway}}. {} = every namespace.",
+    )
+    ip_block: IPBlock | None = Field(
+        default=None,
+        description="A CIDR range allowed to connect; cannot be combined with the selectors.",
+    )
+
+
+class NetworkPolicySpec(_Model):
+    """The NetworkPolicy the operator keeps around the pods of both tiers."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create a NetworkPolicy selecting the pods of both tiers: ingress only "
+        "on TCP serving.port, egress per allowEgress. Off: the pods accept and send traffic "
+        "as the namespace's other policies allow.",
+    )
+    allow_from: list[NetworkPolicyPeer] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Who may connect to serving.port; empty = any source. When set, include "
+        "the operator's namespace (e.g. {namespaceSelector: {matchLabels: "
+        "{kubernetes.io/metadata.name: voiceops-system}}}): the operator scrapes each pod's "
+        "/metrics on this port for GPU memory, and unreadable metrics count as GPU-tier "
+        "pressure (failover).",
+    )
+    allow_egress: bool = Field(
+        default=False,
+        description="Let the pods open any outbound connection. Off: DNS only (UDP and "
+        "TCP 53); bundled, file:// and pvc:// models need no network.",
+    )
+
+
 def _default_gpu_resources() -> ResourceRequirements:
     return ResourceRequirements(requests={"cpu": "1", "memory": "2Gi"}, limits={"memory": "4Gi"})
 
@@ -630,6 +752,10 @@ class VoiceServiceSpec(_Model):
     probes: ProbesSpec = Field(default=ProbesSpec(), description="Probe timing overrides.")
     fault_injection: FaultInjectionSpec = Field(
         default=FaultInjectionSpec(), description="Chaos-test fault injection (off by default)."
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default=NetworkPolicySpec(),
+        description="The NetworkPolicy around the pods (who may connect, outbound traffic).",
     )
 
     __rules__: ClassVar[tuple[CrossFieldRule, ...]] = SPEC_RULES
@@ -834,6 +960,15 @@ def _field_path(loc: tuple[int | str, ...], prefix: str) -> str:
     return path
 
 
+def _fill_indices(path: str, indices: list[int]) -> str:
+    """spec.a[*].b with indices [2] → spec.a[2].b (rules on list items name no index)."""
+    for index in indices:
+        if "[*]" not in path:
+            break
+        path = path.replace("[*]", f"[{index}]", 1)
+    return path
+
+
 def errors_from_validation(exc: ValidationError, prefix: str = "spec") -> list[SpecError]:
     """One SpecError per pydantic error, each naming its field."""
     found = []
@@ -844,7 +979,9 @@ def errors_from_validation(exc: ValidationError, prefix: str = "spec") -> list[S
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif err["type"] == "cross_field":
-            field = message.split(" ", 1)[0]
+            named = message.split(" ", 1)[0]
+            field = _fill_indices(named, [p for p in loc if isinstance(p, int)])
+            message = message.replace(named, field, 1)
         found.append(SpecError(field, message))
     return found
 

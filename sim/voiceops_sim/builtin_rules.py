@@ -5,7 +5,8 @@ writes (Deployment, Pod template, Service, HPA, Namespace), so an operator
 that compares desired with live state meets them here as on a real cluster,
 and the validation rules most likely to catch a wrong object (names, label
 values, Deployment selector vs. template labels and its immutability, Service
-ports, HPA replica bounds, PDB minAvailable/maxUnavailable).
+ports, HPA replica bounds, PDB minAvailable/maxUnavailable, NetworkPolicy
+peers and ports). NetworkPolicies are stored, not enforced: no traffic is cut.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def apply_defaults(store: ObjectStore, rt: ResourceType, obj: Obj, old: Obj | No
             data = obj.setdefault("data", {})
             for key, value in string_data.items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
+    elif rt.key == ("networking.k8s.io", "networkpolicies") and isinstance(spec, dict):
+        _default_network_policy(spec)
     elif rt.key == ("autoscaling", "horizontalpodautoscalers") and isinstance(spec, dict):
         spec.setdefault("minReplicas", 1)
         if not spec.get("metrics"):
@@ -179,6 +182,17 @@ def apply_defaults(store: ObjectStore, rt: ResourceType, obj: Obj, old: Obj | No
                 }
             ]
     return obj
+
+
+def _default_network_policy(spec: Obj) -> None:
+    # As kube-apiserver: policyTypes from the rules present, ports default to TCP.
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+    for direction in ("ingress", "egress"):
+        for rule in spec.get(direction) or []:
+            for port in (rule or {}).get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
 
 
 def _default_service(store: ObjectStore, spec: Obj, old: Obj | None) -> None:
@@ -222,6 +236,8 @@ def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
         return _validate_pod_spec(spec, "spec")
     if rt.key == ("autoscaling", "horizontalpodautoscalers"):
         return _validate_hpa(spec or {})
+    if rt.key == ("networking.k8s.io", "networkpolicies"):
+        return _validate_network_policy(spec)
     if rt.key == ("policy", "poddisruptionbudgets"):
         spec = spec or {}
         if "minAvailable" in spec and "maxUnavailable" in spec:
@@ -353,3 +369,55 @@ def _validate_hpa(spec: Obj) -> list[Cause]:
             ("spec.minReplicas", f"Invalid value: {low}: must be greater than or equal to 1")
         )
     return causes
+
+
+_POLICY_TYPES = ("Ingress", "Egress")
+_PORT_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_PEERS = {"ingress": "from", "egress": "to"}
+
+
+def _validate_network_policy(spec: Any) -> list[Cause]:
+    if not isinstance(spec, dict):
+        return [("spec", "Required value")]
+    causes: list[Cause] = []
+    if not isinstance(spec.get("podSelector"), dict):
+        causes.append(("spec.podSelector", "Required value"))
+    for number, kind in enumerate(spec.get("policyTypes") or []):
+        if kind not in _POLICY_TYPES:
+            causes.append(
+                (
+                    f"spec.policyTypes[{number}]",
+                    f'Unsupported value: "{kind}": supported values: "Ingress", "Egress"',
+                )
+            )
+    for direction, peers_key in _PEERS.items():
+        for rnum, rule in enumerate(spec.get(direction) or []):
+            where = f"spec.{direction}[{rnum}]"
+            for pnum, port in enumerate((rule or {}).get("ports") or []):
+                protocol = port.get("protocol", "TCP")
+                if protocol not in _PORT_PROTOCOLS:
+                    causes.append(
+                        (
+                            f"{where}.ports[{pnum}].protocol",
+                            f'Unsupported value: "{protocol}": supported values: '
+                            '"SCTP", "TCP", "UDP"',
+                        )
+                    )
+            for pnum, peer in enumerate((rule or {}).get(peers_key) or []):
+                causes.extend(_network_policy_peer_causes(peer, f"{where}.{peers_key}[{pnum}]"))
+    return causes
+
+
+def _network_policy_peer_causes(peer: Any, where: str) -> list[Cause]:
+    if not isinstance(peer, dict):
+        return [(where, "Invalid value: must be an object")]
+    selectors = [k for k in ("podSelector", "namespaceSelector") if peer.get(k) is not None]
+    if peer.get("ipBlock") is None:
+        if not selectors:
+            return [(where, "Required value: must specify a peer")]
+        return []
+    if selectors:
+        return [(where, "Forbidden: may not specify more than 1 peer type")]
+    if not peer["ipBlock"].get("cidr"):
+        return [(f"{where}.ipBlock.cidr", "Required value")]
+    return []

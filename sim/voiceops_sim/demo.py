@@ -492,6 +492,7 @@ class Demo:
             ("services", "service"),
             ("horizontalpodautoscalers", "horizontalpodautoscaler.autoscaling"),
             ("poddisruptionbudgets", "poddisruptionbudget.policy"),
+            ("networkpolicies", "networkpolicy.networking.k8s.io"),
         ):
             for obj in self.emu.list(
                 plural, self.ns, label_selector=f"{INSTANCE_LABEL}={self.name}"
@@ -810,6 +811,16 @@ def describe(plural: str, obj: Obj) -> str:
         return f"min {spec.get('minReplicas')} max {spec.get('maxReplicas')}"
     if plural == "poddisruptionbudgets":
         return "  ".join(f"{k} {spec[k]}" for k in ("minAvailable", "maxUnavailable") if k in spec)
+    if plural == "networkpolicies":
+        ports = ",".join(
+            f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+            for rule in spec.get("ingress") or []
+            for p in rule.get("ports") or []
+        )
+        sources = sum(len(rule.get("from") or []) for rule in spec.get("ingress") or [])
+        egress = [r for r in spec.get("egress") or [] if isinstance(r, dict)]
+        origin = f"{sources} peers" if sources else "any source"
+        return f"ingress {ports} from {origin}  egress {'any' if {} in egress else 'DNS only'}"
     return ""
 
 

@@ -116,6 +116,14 @@ def builtin_resources() -> list[ResourceType]:
             ("pdb",),
             ("status",),
         ),
+        _builtin(
+            "networking.k8s.io",
+            "v1",
+            "networkpolicies",
+            "NetworkPolicy",
+            True,
+            ("netpol",),
+        ),
         _builtin("events.k8s.io", "v1", "events", "Event", True, ("ev",)),
         _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
         _builtin(

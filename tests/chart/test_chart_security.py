@@ -36,8 +36,6 @@ OPERATOR_OBJECT_SKIPS: dict[str, str] = {
     "tags immutable",
     "CKV_K8S_11": "no CPU limits on inference pods on purpose: CFS throttling adds synthesis "
     "latency; requests are set",
-    "CKV2_K8S_6": "the operator builds no NetworkPolicy per VoiceService yet (follow-up); the "
-    "chart's NetworkPolicy covers the operator pod",
     "CKV_K8S_35": "the fault-injection token reaches the service as VOICEOPS_FAULT_TOKEN "
     "(voiceops_contract.pod), and only in chaos-test examples",
 }

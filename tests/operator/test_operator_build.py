@@ -266,6 +266,86 @@ def test_pdb_per_tier() -> None:
         assert pdb["spec"]["selector"]["matchLabels"] == build.tier_selector("tts", tier)  # type: ignore[arg-type]
 
 
+DNS_ONLY = [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
+
+
+def test_network_policy_names_labels_and_default_rules() -> None:
+    policy = build.build_network_policy(vs_of({"serving": {"port": 9000}}, uid="u-1"))
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["kind"] == "NetworkPolicy"
+    assert policy["metadata"]["name"] == "tts"
+    assert policy["metadata"]["namespace"] == "default"
+    assert policy["metadata"]["labels"] == {
+        **TIER_LABELS,
+        "app.kubernetes.io/component": "network-policy",
+    }
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    # One ingress rule: TCP on the serving port only, from any source (no `from`).
+    assert spec["ingress"] == [{"ports": [{"port": 9000, "protocol": "TCP"}]}]
+    assert spec["egress"] == DNS_ONLY
+
+
+def test_network_policy_selects_the_pods_of_both_tiers(settings: OperatorSettings) -> None:
+    vs = vs_of()
+    selector = build.build_network_policy(vs)["spec"]["podSelector"]
+    assert set(selector) == {"matchLabels"}
+    wanted = selector["matchLabels"].items()
+    for deployment in (
+        build.build_gpu_deployment(vs, settings),
+        build.build_fallback_deployment(vs, Routing(), settings),
+    ):
+        assert wanted <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # ...and no other VoiceService's pods.
+    assert not wanted <= build.labels("other", "gpu").items()
+
+
+def test_network_policy_ingress_from_the_declared_peers() -> None:
+    peers = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}},
+        {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchLabels": {"app": "gateway"},
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["edge", "api"]},
+                    {"key": "canary", "operator": "DoesNotExist"},
+                ],
+            },
+        },
+        {"podSelector": {}},
+        {"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.99.0/24"]}},
+        {"ipBlock": {"cidr": "fd00::/8"}},
+    ]
+    policy = build.build_network_policy(vs_of({"networkPolicy": {"allowFrom": peers}}))
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}},
+        {
+            "podSelector": {
+                "matchLabels": {"app": "gateway"},
+                "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["edge", "api"]},
+                    {"key": "canary", "operator": "DoesNotExist"},
+                ],
+            },
+            "namespaceSelector": {},  # {} = every namespace, kept as such
+        },
+        {"podSelector": {}},
+        {"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.99.0/24"]}},
+        {"ipBlock": {"cidr": "fd00::/8"}},
+    ]
+
+
+@pytest.mark.parametrize(("allow", "egress"), [(False, DNS_ONLY), (True, [{}])])
+def test_network_policy_egress_is_dns_only_unless_allowed(allow: bool, egress: list) -> None:
+    policy = build.build_network_policy(vs_of({"networkPolicy": {"allowEgress": allow}}))
+    assert policy["spec"]["egress"] == egress
+    assert "Egress" in policy["spec"]["policyTypes"]
+
+
 def kinds_and_names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(o["kind"], o["metadata"]["name"]) for o in objects}
 
@@ -281,7 +361,19 @@ def test_build_all_default_set(settings: OperatorSettings) -> None:
         ("HorizontalPodAutoscaler", "tts-fallback"),
         ("PodDisruptionBudget", "tts-gpu"),
         ("PodDisruptionBudget", "tts-fallback"),
+        ("NetworkPolicy", "tts"),
     }
+
+
+def test_build_all_puts_the_network_policy_first(settings: OperatorSettings) -> None:
+    # Pods never start before the policy that confines them exists.
+    assert build.build_all(vs_of(), Routing(), settings)[0]["kind"] == "NetworkPolicy"
+
+
+def test_build_all_without_network_policy(settings: OperatorSettings) -> None:
+    off = build.build_all(vs_of({"networkPolicy": {"enabled": False}}), Routing(), settings)
+    assert "NetworkPolicy" not in {o["kind"] for o in off}
+    assert len(off) == len(build.build_all(vs_of(), Routing(), settings)) - 1
 
 
 def test_build_all_without_autoscaling_or_fallback(settings: OperatorSettings) -> None:

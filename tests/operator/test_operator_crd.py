@@ -176,6 +176,44 @@ INVALID = [
     ({"resources": {"limits": {"memory": "lots"}}}, "resources.limits.memory"),
     ({"autoscaling": {"metric": "gpu"}}, "autoscaling.metric"),
     ({"unknownField": 1}, "unknownField"),
+    ({"networkPolicy": {"allowFrom": [{}]}}, "spec.networkPolicy.allowFrom[0]"),
+    (
+        {
+            "networkPolicy": {
+                "allowFrom": [
+                    {"podSelector": {}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}},
+                ]
+            }
+        },
+        "spec.networkPolicy.allowFrom[1].ipBlock",
+    ),
+    (
+        {"networkPolicy": {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
+        "spec.networkPolicy.allowFrom[0].ipBlock",
+    ),
+    ({"networkPolicy": {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0"}}]}}, "ipBlock.cidr"),
+    ({"networkPolicy": {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}}, "ipBlock.cidr"),
+    (
+        {"networkPolicy": {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["x"]}}]}},
+        "ipBlock.except",
+    ),
+    (
+        {
+            "networkPolicy": {
+                "allowFrom": [
+                    {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals"}]}}
+                ]
+            }
+        },
+        "matchExpressions.0.operator",
+    ),
+    (
+        {"networkPolicy": {"allowFrom": [{"namespaceSelector": {"matchLabels": {"a": "not ok"}}}]}},
+        "namespaceSelector.matchLabels",
+    ),
+    ({"networkPolicy": {"allowFrom": [{"podSelector": {}, "extra": 1}]}}, "extra"),
+    ({"networkPolicy": {"allowEgress": "maybe"}}, "allowEgress"),
 ]
 
 
@@ -211,3 +249,49 @@ def test_cel_rules_hold_for_valid_edge_values() -> None:
     _, errors = admit(with_spec(edges))
     assert errors == []
     spec.parse_spec(edges)
+
+
+@pytest.mark.parametrize(
+    ("peers", "field"),
+    [
+        ([{"podSelector": {}}, {}], "spec.networkPolicy.allowFrom[1]"),
+        (
+            [{"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}],
+            "spec.networkPolicy.allowFrom[0].ipBlock",
+        ),
+    ],
+)
+def test_bad_network_policy_peers_name_the_indexed_field(
+    peers: list[dict[str, Any]], field: str
+) -> None:
+    changes = {"networkPolicy": {"allowFrom": peers}}
+    _, errors = admit(with_spec(changes))
+    assert [e.split(":", 1)[0] for e in errors] == [field], errors
+    with pytest.raises(spec.InvalidSpec) as refused:
+        spec.parse_spec(changes)
+    assert [e.field for e in refused.value.errors] == [field]
+    assert str(refused.value).startswith(field + " ")
+
+
+def test_every_network_policy_peer_shape_is_admitted() -> None:
+    peers = [
+        {"podSelector": {}},
+        {"namespaceSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"team": "a"}}, "podSelector": {}},
+        {
+            "podSelector": {
+                "matchExpressions": [
+                    {"key": "app", "operator": "In", "values": ["gw"]},
+                    {"key": "canary", "operator": "DoesNotExist"},
+                ]
+            }
+        },
+        {"ipBlock": {"cidr": "192.168.0.0/16", "except": ["192.168.1.0/24"]}},
+        {"ipBlock": {"cidr": "2001:db8::/32"}},
+    ]
+    changes = {"networkPolicy": {"enabled": True, "allowFrom": peers, "allowEgress": True}}
+    defaulted, errors = admit(with_spec(changes))
+    assert errors == []
+    parsed = spec.parse_spec(defaulted["spec"])
+    assert len(parsed.network_policy.allow_from) == len(peers)
+    assert parsed.network_policy.allow_from[4].ip_block.except_ == ["192.168.1.0/24"]  # type: ignore[union-attr]

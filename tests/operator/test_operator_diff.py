@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 
 import pytest
@@ -98,3 +99,58 @@ def test_built_objects_match_themselves() -> None:
         view = diff.owned_view(obj, replicas_owned=True)
         assert diff.matches(view, obj)
         assert diff.merge_patch(view, obj) == {}
+
+
+def _apply_merge_patch(target: dict, patch: dict) -> dict:
+    merged = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _apply_merge_patch(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # A stale `from` would keep refusing the sources we now allow.
+        ({"allowFrom": [{"namespaceSelector": {}}]}, {"allowFrom": []}),
+        # Stale DNS-only ports would keep egress closed.
+        ({"allowEgress": False}, {"allowEgress": True}),
+        # `podSelector: {}` (every pod here) is not a zero value that matches anything.
+        ({"allowFrom": [{"namespaceSelector": {}}]}, {"allowFrom": [{"podSelector": {}}]}),
+        # A label we stop requiring must go ({} = every namespace).
+        (
+            {"allowFrom": [{"namespaceSelector": {"matchLabels": {"team": "a"}}}]},
+            {"allowFrom": [{"namespaceSelector": {}}]},
+        ),
+        (
+            {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]},
+            {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]},
+        ),
+    ],
+)
+def test_network_policy_rules_are_owned_whole(before: dict, after: dict) -> None:
+    def policy(network_policy: dict) -> dict:
+        vs = parse_voiceservice(manifest({"networkPolicy": network_policy}))
+        return build.build_network_policy(vs)
+
+    stored, desired = policy(before), policy(after)
+    view = diff.owned_view(desired, replicas_owned=True)
+    assert not diff.matches(view, stored)
+    patched = _apply_merge_patch(stored, diff.merge_patch(view, stored))
+    assert patched["spec"] == desired["spec"]
+    assert diff.matches(view, patched)
+
+
+def test_hand_added_pod_selector_labels_are_drift() -> None:
+    desired = build.build_network_policy(parse_voiceservice(manifest()))
+    view = diff.owned_view(desired, replicas_owned=True)
+    narrowed = copy.deepcopy(desired)
+    narrowed["spec"]["podSelector"]["matchLabels"]["voiceops.io/tier"] = "gpu"
+    assert not diff.matches(view, narrowed)
+    patch = diff.merge_patch(view, narrowed)
+    assert patch["spec"]["podSelector"]["matchLabels"] == {"voiceops.io/tier": None}

@@ -38,7 +38,13 @@ def handler_ids(registry: kopf.OperatorRegistry) -> set[str]:
 def test_spec_handlers_are_registered() -> None:
     registry = build_registry(OperatorSettings(_env_file=None, self_healing=False))
     ids = handler_ids(registry)
-    for plural in ("deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets"):
+    for plural in (
+        "deployments",
+        "services",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+        "networkpolicies",
+    ):
         assert f"drift-{plural}" in ids
     assert any("reconcile_voiceservice" in i for i in ids)
     assert any("resync" in i for i in ids)

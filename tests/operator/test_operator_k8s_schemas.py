@@ -44,3 +44,16 @@ def test_the_validator_is_strict(settings: OperatorSettings) -> None:
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["bogus"] = 1
     with pytest.raises(ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("allow_egress", [False, True])
+def test_network_policy_with_every_peer_shape_validates(allow_egress: bool) -> None:
+    peers = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "gw"}}},
+        {"podSelector": {"matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}]}},
+        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}},
+    ]
+    spec = {"networkPolicy": {"allowFrom": peers, "allowEgress": allow_egress}}
+    policy = build.build_network_policy(parse_voiceservice(manifest(spec)))
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)

@@ -26,7 +26,13 @@ from voiceops_sim.apiserver import KubeApiEmulator
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 RESYNC_SECONDS = 1.0
-CHILD_RESOURCES = ("deployments", "services", "horizontalpodautoscalers", "poddisruptionbudgets")
+CHILD_RESOURCES = (
+    "deployments",
+    "services",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+    "networkpolicies",
+)
 MANAGED = "app.kubernetes.io/managed-by=voiceops-operator"
 DEADLINE = 20.0
 RESYNC_DONE = "Timer 'register.<locals>.resync' succeeded"
@@ -182,6 +188,7 @@ async def test_create_builds_every_child_with_the_right_content(cluster: Cluster
         ("HorizontalPodAutoscaler", "tts-fallback"),
         ("PodDisruptionBudget", "tts-gpu"),
         ("PodDisruptionBudget", "tts-fallback"),
+        ("NetworkPolicy", "tts"),
     }
     uid = cluster.vs(ns)["metadata"]["uid"]  # type: ignore[index]
     for obj in children.values():
@@ -266,6 +273,42 @@ async def test_spec_updates_roll_through_including_removals(cluster: Cluster) ->
     await cluster.wait(lambda: cluster.settled(ns), "fallback off never applied")
     assert not [k for k in cluster.children(ns) if k[1].endswith("-fallback")]
     assert cluster.events(ns, "Deleted")
+
+
+async def test_network_policy_follows_the_spec_and_goes_when_disabled(cluster: Cluster) -> None:
+    ns = cluster.namespace()
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]
+    await create(cluster, ns, {"networkPolicy": {"allowFrom": peers}})
+    policy = cluster.children(ns)[("NetworkPolicy", "tts")]
+    assert policy["spec"]["ingress"][0]["from"] == peers
+    assert policy["spec"]["egress"][0]["ports"][0]["port"] == 53
+
+    # Back to any source with unrestricted egress: the stale `from` and DNS ports must go.
+    cluster.emu.patch(
+        "voiceservices",
+        "tts",
+        ns,
+        {"spec": {"networkPolicy": {"allowFrom": [], "allowEgress": True}}},
+    )
+    await cluster.wait(lambda: cluster.settled(ns), "networkPolicy change never applied")
+    policy = cluster.children(ns)[("NetworkPolicy", "tts")]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
+    assert policy["spec"]["egress"] == [{}]
+
+    cluster.emu.delete("networkpolicies", "tts", ns)
+    await cluster.wait(lambda: cluster.settled(ns), "hand-deleted NetworkPolicy never came back")
+
+    cluster.emu.patch("voiceservices", "tts", ns, {"spec": {"networkPolicy": {"enabled": False}}})
+    await cluster.wait(lambda: cluster.settled(ns), "networkPolicy off never applied")
+    children = cluster.children(ns)
+    assert not [k for k in children if k[0] == "NetworkPolicy"]
+    assert ("Deployment", "tts-gpu") in children
+    await cluster.wait(
+        lambda: any(
+            e.get("message") == "deleted NetworkPolicy tts" for e in cluster.events(ns, "Deleted")
+        ),
+        "no Deleted event for the NetworkPolicy",
+    )
 
 
 async def test_hand_deleted_and_hand_edited_children_are_restored(cluster: Cluster) -> None:

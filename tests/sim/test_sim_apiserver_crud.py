@@ -25,6 +25,7 @@ async def test_discovery_lists_builtins_and_crds(emulator: KubeApiEmulator) -> N
             "apps",
             "autoscaling",
             "policy",
+            "networking.k8s.io",
             "events.k8s.io",
             "coordination.k8s.io",
             "apiextensions.k8s.io",
@@ -332,3 +333,40 @@ async def test_secret_string_data_is_folded_into_data(
     assert made.data == {"token": "YWJj"}
     assert made.type == "Opaque"
     assert made.string_data is None
+
+
+async def test_network_policies_are_served_defaulted_and_validated(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    net = client.NetworkingV1Api(api_client)
+    made = await net.create_namespaced_network_policy(
+        namespace,
+        {
+            "metadata": {"name": "tts"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "x"}},
+                "ingress": [{"ports": [{"port": 8000}], "from": [{"podSelector": {}}]}],
+            },
+        },
+    )
+    assert made.spec.policy_types == ["Ingress"]  # a server-side default: no egress rules
+    assert made.spec.ingress[0].ports[0].protocol == "TCP"
+    listed = await net.list_namespaced_network_policy(namespace)
+    assert [p.metadata.name for p in listed.items] == ["tts"]
+    for peer, message in (
+        ({"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}, "more than 1 peer type"),
+        ({}, "must specify a peer"),
+    ):
+        with pytest.raises(ApiException) as error:
+            await net.create_namespaced_network_policy(
+                namespace,
+                {
+                    "metadata": {"name": "bad"},
+                    "spec": {"podSelector": {}, "ingress": [{"from": [peer]}]},
+                },
+            )
+        assert error.value.status == 422
+        assert "spec.ingress[0].from[0]" in error.value.body
+        assert message in error.value.body
+    await net.delete_namespaced_network_policy("tts", namespace)
+    assert (await net.list_namespaced_network_policy(namespace)).items == []

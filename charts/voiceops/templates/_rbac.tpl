@@ -15,7 +15,7 @@ change both together.
 - apiGroups: [voiceops.io]
   resources: [voiceservices/status]
   verbs: [get, patch]
-# The objects of each VoiceService: tier Deployments, Services, HPAs, PDBs.
+# The objects of each VoiceService: tier Deployments, Services, HPAs, PDBs, NetworkPolicy.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
@@ -27,6 +27,9 @@ change both together.
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
   verbs: [get, list, watch, create, patch, delete]
 # Self-healing observes the tier pods (phase, reasons, restarts, IPs to scrape).
 - apiGroups: [""]
