@@ -49,6 +49,7 @@ TMP_VOLUME = "tmp"
 MODEL_VOLUME = "model"
 HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
 DNS_PORT = 53
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 
 
 @dataclass(frozen=True)
@@ -534,16 +535,21 @@ def _peer(peer: NetworkPolicyPeer) -> dict[str, Any]:
     return found
 
 
-def build_network_policy(vs: VoiceService) -> dict[str, Any]:
+def build_network_policy(vs: VoiceService, metrics_readers: tuple[str, ...] = ()) -> dict[str, Any]:
     """Ingress to the pods of both tiers on the serving port only; egress DNS only (or all).
 
-    No ``from`` = any source: the operator scrapes each pod's /metrics on the
-    same port, so with ``allowFrom`` set its namespace must be among the peers.
+    No ``from`` = any source. With ``allowFrom`` set, the ``metrics_readers``
+    namespaces (the operator's, Prometheus') are added as peers: the operator
+    reads GPU memory from each pod's /metrics on the same port, and a pod it
+    cannot read would count as GPU-tier pressure and cause a failover.
     """
     policy = vs.spec.network_policy
     ingress: dict[str, Any] = {"ports": [{"port": vs.spec.serving.port, "protocol": "TCP"}]}
     if policy.allow_from:
-        ingress["from"] = [_peer(p) for p in policy.allow_from]
+        ingress["from"] = [_peer(p) for p in policy.allow_from] + [
+            {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}}}
+            for namespace in metrics_readers
+        ]
     if policy.allow_egress:
         egress: list[dict[str, Any]] = [{}]  # one empty rule: any destination, any port
     else:
@@ -579,7 +585,7 @@ def build_all(
     objects: list[dict[str, Any]] = []
     if spec.network_policy.enabled:
         # First: pods start behind their policy, never open.
-        objects.append(build_network_policy(vs))
+        objects.append(build_network_policy(vs, settings.metrics_reader_namespaces))
     objects.append(build_gpu_deployment(vs, settings))
     if fallback_on:
         objects.append(build_fallback_deployment(vs, routing, settings))

@@ -28,6 +28,12 @@ class OperatorSettings(BaseSettings):
     scrape_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
     scrape_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
     prometheus_url: str = Field(default="", description="Empty = scrape pods directly.")
+    metrics_reader_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Namespaces whose pods read the inference pods' /metrics: the "
+        "operator's own (scraping pods) and Prometheus' (prometheus_url). A VoiceService "
+        "NetworkPolicy with allowFrom lets them in (comma list in env).",
+    )
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 = no /metrics.")
     health_port: int = Field(default=8081, ge=0, le=65535, description="0 = no /healthz.")
     peering: str = Field(default="", description="kopf peering name; empty = standalone.")
@@ -43,7 +49,7 @@ class OperatorSettings(BaseSettings):
         default=True, description="Run the self-healing loop (off: spec reconcile only)."
     )
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "metrics_reader_namespaces", mode="before")
     @classmethod
     def _split_namespaces(cls, value: object) -> object:
         if isinstance(value, str):

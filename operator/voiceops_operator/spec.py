@@ -706,11 +706,10 @@ class NetworkPolicySpec(_Model):
     allow_from: list[NetworkPolicyPeer] = Field(
         default_factory=list,
         max_length=32,
-        description="Who may connect to serving.port; empty = any source. When set, include "
-        "the operator's namespace (e.g. {namespaceSelector: {matchLabels: "
-        "{kubernetes.io/metadata.name: voiceops-system}}}): the operator scrapes each pod's "
-        "/metrics on this port for GPU memory, and unreadable metrics count as GPU-tier "
-        "pressure (failover).",
+        description="Who may connect to serving.port; empty = any source. When set, the "
+        "namespaces that read the pods' /metrics for GPU memory (the operator's own and, with "
+        "prometheusUrl, Prometheus': the chart's operator.metricsReaderNamespaces) are added "
+        "by the operator.",
     )
     allow_egress: bool = Field(
         default=False,

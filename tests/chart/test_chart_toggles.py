@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chart_support import ALL_FEATURES, by_kind, kinds, one, render
+from chart_support import ALL_FEATURES, NAMESPACE, by_kind, kinds, one, render
 
 DEFAULT_KINDS = sorted(
     [
@@ -104,6 +104,23 @@ def test_operator_watch_scope_follows_watch_namespaces(
     assert container["args"] == expected_args
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["VOICEOPS_OPERATOR_NAMESPACES"] == expected_namespaces
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ([], NAMESPACE),
+        (["monitoring"], f"{NAMESPACE},monitoring"),
+        (["monitoring", NAMESPACE], f"{NAMESPACE},monitoring"),
+    ],
+)
+def test_metrics_readers_are_the_release_namespace_and_the_extras(
+    extra: list[str], expected: str
+) -> None:
+    deployment = one(render({"operator": {"metricsReaderNamespaces": extra}}), "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["VOICEOPS_OPERATOR_METRICS_READER_NAMESPACES"] == expected
 
 
 def test_operator_settings_come_from_values() -> None:

@@ -339,6 +339,32 @@ def test_network_policy_ingress_from_the_declared_peers() -> None:
     ]
 
 
+def test_metrics_readers_are_let_in_when_allow_from_restricts() -> None:
+    readers = ("voiceops-system", "monitoring")
+    gateway = {"podSelector": {"matchLabels": {"app": "gateway"}}}
+    restricted = vs_of({"networkPolicy": {"allowFrom": [gateway]}})
+    (rule,) = build.build_network_policy(restricted, readers)["spec"]["ingress"]
+    assert rule["from"] == [
+        gateway,
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "voiceops-system"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    (open_rule,) = build.build_network_policy(vs_of(), readers)["spec"]["ingress"]
+    assert "from" not in open_rule  # any source already includes the readers
+
+
+def test_build_all_passes_the_settings_metrics_readers() -> None:
+    settings = OperatorSettings(metrics_reader_namespaces="voiceops-system")
+    restricted = vs_of({"networkPolicy": {"allowFrom": [{"podSelector": {}}]}})
+    policy = next(
+        o for o in build.build_all(restricted, Routing(), settings) if o["kind"] == "NetworkPolicy"
+    )
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[-1] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "voiceops-system"}}
+    }
+
+
 @pytest.mark.parametrize(("allow", "egress"), [(False, DNS_ONLY), (True, [{}])])
 def test_network_policy_egress_is_dns_only_unless_allowed(allow: bool, egress: list) -> None:
     policy = build.build_network_policy(vs_of({"networkPolicy": {"allowEgress": allow}}))
