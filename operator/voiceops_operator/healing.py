@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,13 +361,25 @@ class HealingRuntime:
         await self.api_client.close()
 
 
+# The VoiceService's pods, from the operator's pod watch (kopf index) instead of a LIST
+# per pass (for 200 VoiceServices at a 2.5 s cadence that LIST is 80 API reads/s).
+PodSource = Callable[[], list[dict[str, Any]]]
+
+
 class HealingLoop:
     """One VoiceService's loop state: the policy state and what was last applied."""
 
-    def __init__(self, runtime: HealingRuntime, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        runtime: HealingRuntime,
+        namespace: str,
+        name: str,
+        pods: PodSource | None = None,
+    ) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.name = name
+        self.pods = pods  # None: LIST them from the API server each pass
         self.state: policy.PolicyState | None = None
         self.applied: build.Routing | None = None  # routing last seen on the children
         self.config: policy.PolicyConfig | None = None  # from the spec, each pass
@@ -404,7 +416,10 @@ class HealingLoop:
         current = self._current_status(body)
         if self.state is None:
             self.state = policy.state_from_status(current)
-        pods = await self.runtime.list_pods(self.namespace, self.name)
+        if self.pods is not None:
+            pods = self.pods()
+        else:
+            pods = await self.runtime.list_pods(self.namespace, self.name)
         gpu_pods = [p for p in pods if _tier_of(p) == "gpu"]
         fallback_pods = [p for p in pods if _tier_of(p) == "fallback"]
         scraped = await self.runtime.gpu_metrics(self.namespace, observe.live_pods(gpu_pods))
@@ -661,6 +676,20 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         if runtime is not None:
             await runtime.close()
 
+    @kopf.index(
+        "",
+        "v1",
+        "pods",
+        registry=registry,
+        id="voiceops_pods",
+        labels={build.LABEL_MANAGED_BY: build.MANAGED_BY, build.LABEL_INSTANCE: kopf.PRESENT},
+    )
+    async def voiceops_pods(
+        namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Pods by (namespace, VoiceService): kopf fills every index before daemons start."""
+        return {(namespace, labels[build.LABEL_INSTANCE]): dict(body)}
+
     @kopf.daemon(
         GROUP,
         VERSION,
@@ -676,13 +705,18 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         namespace: str,
         body: kopf.Body,
         memo: kopf.Memo,
+        voiceops_pods: kopf.Index[tuple[str, str], dict[str, Any]],
         **_: Any,
     ) -> None:
         runtime: HealingRuntime = memo.healing
         key = (namespace, name)
         wake = runtime.wakers.setdefault(key, asyncio.Event())
+
+        def pods() -> list[dict[str, Any]]:
+            return list(voiceops_pods.get(key, []))
+
         try:
-            await run_loop(HealingLoop(runtime, namespace, name), body, stopped, wake)
+            await run_loop(HealingLoop(runtime, namespace, name, pods), body, stopped, wake)
         finally:
             runtime.wakers.pop(key, None)
             runtime.metrics.forget(namespace, name)
