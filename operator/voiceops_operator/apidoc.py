@@ -60,12 +60,17 @@ def _rows(schema: dict[str, Any], path: str) -> list[str]:
     return rows
 
 
-def _rules(schema: dict[str, Any]) -> list[str]:
-    found = [f"- {r['message']}" for r in schema.get("x-kubernetes-validations", [])]
-    for sub in schema.get("properties", {}).values():
-        found.extend(_rules(sub))
+def _rules(schema: dict[str, Any], path: str = "spec") -> list[str]:
+    found = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        message = rule["message"]
+        if not message.startswith("spec."):  # a rule that names no field: say where it sits
+            message = f"{path}{rule.get('fieldPath', '')} {message}"
+        found.append(f"- {message}")
+    for name, sub in schema.get("properties", {}).items():
+        found.extend(_rules(sub, f"{path}.{name}"))
     if isinstance(schema.get("items"), dict):  # rules on list items (allowFrom[*])
-        found.extend(_rules(schema["items"]))
+        found.extend(_rules(schema["items"], f"{path}[]"))
     return found
 
 

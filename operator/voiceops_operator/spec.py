@@ -146,6 +146,18 @@ SERVING_RULES = (
     ),
 )
 
+# Kubernetes refuses these when the NetworkPolicy is created; refusing the spec
+# instead keeps a bad selector from failing the reconcile at its first child.
+SELECTOR_REQUIREMENT_RULES = (
+    CrossFieldRule(
+        rule="(self.operator == 'In' || self.operator == 'NotIn')"
+        " == (has(self.values) && size(self.values) > 0)",
+        message="must be non-empty for In and NotIn and empty for Exists and DoesNotExist",
+        field=".values",
+        holds=lambda r: (r.operator in ("In", "NotIn")) == bool(r.values),
+    ),
+)
+
 # A peer sits in a list: "[*]" in a message stands for its index (pydantic fills
 # it in; the API server prefixes the indexed path to the CEL message).
 PEER_RULES = (
@@ -272,7 +284,9 @@ class _Model(BaseModel):
     def _cross_field(self) -> Any:
         for rule in type(self).__rules__:
             if not rule.holds(self):
-                raise PydanticCustomError("cross_field", "{message}", {"message": rule.message})
+                raise PydanticCustomError(
+                    "cross_field", "{message}", {"message": rule.message, "field": rule.field}
+                )
         return self
 
 
@@ -629,6 +643,8 @@ class FaultInjectionSpec(_Model):
 class LabelSelectorRequirement(_Model):
     """One matchExpressions entry of a Kubernetes label selector."""
 
+    __rules__: ClassVar[tuple[CrossFieldRule, ...]] = SELECTOR_REQUIREMENT_RULES
+
     key: str = Field(min_length=1, max_length=317, description="Label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="In, NotIn, Exists or DoesNotExist."
@@ -979,8 +995,12 @@ def errors_from_validation(exc: ValidationError, prefix: str = "spec") -> list[S
             message = "unknown field"
         elif err["type"] == "cross_field":
             named = message.split(" ", 1)[0]
-            field = _fill_indices(named, [p for p in loc if isinstance(p, int)])
-            message = message.replace(named, field, 1)
+            if named.startswith(prefix + "."):  # the message names its field
+                field = _fill_indices(named, [p for p in loc if isinstance(p, int)])
+                message = message.replace(named, field, 1)
+            else:  # a rule on a nested list item: named where it sits, like CEL errors
+                field += (err.get("ctx") or {}).get("field", "")
+                message = f"{field} {message}"
         found.append(SpecError(field, message))
     return found
 

@@ -259,8 +259,18 @@ def test_cel_rules_hold_for_valid_edge_values() -> None:
             [{"ipBlock": {"cidr": "10.0.0.0/8"}, "namespaceSelector": {}}],
             "spec.networkPolicy.allowFrom[0].ipBlock",
         ),
+        (
+            [{"podSelector": {}}, {"podSelector": {"matchExpressions": [
+                {"key": "a", "operator": "Exists"}, {"key": "b", "operator": "In"}]}}],
+            "spec.networkPolicy.allowFrom[1].podSelector.matchExpressions[1].values",
+        ),
+        (
+            [{"namespaceSelector": {"matchExpressions": [
+                {"key": "a", "operator": "DoesNotExist", "values": ["x"]}]}}],
+            "spec.networkPolicy.allowFrom[0].namespaceSelector.matchExpressions[0].values",
+        ),
     ],
-)
+)  # fmt: skip
 def test_bad_network_policy_peers_name_the_indexed_field(
     peers: list[dict[str, Any]], field: str
 ) -> None:
