@@ -649,7 +649,7 @@ class LabelSelectorRequirement(_Model):
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="In, NotIn, Exists or DoesNotExist."
     )
-    values: list[Annotated[str, Field(max_length=63)]] = Field(
+    values: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
         default_factory=list,
         max_length=64,
         description="Label values: non-empty for In and NotIn, empty for Exists and DoesNotExist.",

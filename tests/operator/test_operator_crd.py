@@ -213,6 +213,22 @@ INVALID = [
         "namespaceSelector.matchLabels",
     ),
     ({"networkPolicy": {"allowFrom": [{"podSelector": {}, "extra": 1}]}}, "extra"),
+    (
+        {
+            "networkPolicy": {
+                "allowFrom": [
+                    {
+                        "podSelector": {
+                            "matchExpressions": [
+                                {"key": "app", "operator": "In", "values": ["not ok"]}
+                            ]
+                        }
+                    }
+                ]
+            }
+        },
+        "values",
+    ),
     ({"networkPolicy": {"allowEgress": "maybe"}}, "allowEgress"),
 ]
 
