@@ -28,63 +28,21 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from voiceops_sim.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.9"
 LIVENESS_PATH_S = 30  # periodSeconds 10 × failureThreshold 3: the restart path's floor
 TOKEN = "bench-fault-token"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class LiveBody(Mapping[str, Any]):
-    """Reads the object from the emulator on every access (kopf's live body, simplified)."""
-
-    def __init__(self, emulator: Any, namespace: str, name: str) -> None:
-        self._emulator, self._ns, self._name = emulator, namespace, name
-
-    def _obj(self) -> dict[str, Any]:
-        return self._emulator.get("voiceservices", self._name, self._ns) or {}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._obj()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._obj())
-
-    def __len__(self) -> int:
-        return len(self._obj())
-
-
-class Stopped:
-    """Stands in for kopf's DaemonStopped flag."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
 
 
 def pod(name: str, instance: str, tier: str, ns: str, port: int) -> dict[str, Any]:
@@ -126,6 +84,7 @@ async def bench(
     from voiceops_operator.reconcile import Reconciler
     from voiceops_operator.settings import OperatorSettings
     from voiceops_sim.apiserver import KubeApiEmulator
+    from voiceops_sim.daemon_doubles import DaemonStopped, LiveObject
 
     emulator = KubeApiEmulator(crd_files=[ROOT / "crds" / "voiceservice.yaml"])
     await emulator.start()
@@ -184,11 +143,10 @@ async def bench(
                 emulator.put_object(pod(f"{name}-fallback-0", name, "fallback", ns, port))
                 async with http.delete(base + "/admin/faults", headers=auth) as r:
                     r.raise_for_status()
-                stopped, wake = Stopped(), asyncio.Event()
+                stopped, wake = DaemonStopped(), asyncio.Event()
                 loop = healing.HealingLoop(runtime, ns, name)
-                task = asyncio.ensure_future(
-                    healing.run_loop(loop, LiveBody(emulator, ns, name), stopped, wake)
-                )
+                body = LiveObject(emulator, "voiceservices", ns, name)
+                task = asyncio.ensure_future(healing.run_loop(loop, body, stopped, wake))
                 await wait_until(
                     lambda name=name: (
                         (emulator.get("voiceservices", name, ns).get("status") or {}).get("phase")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import percentile
 from voiceops_operator.kube import USER_AGENT
 from voiceops_sim.apiserver import KubeApiEmulator
 
@@ -35,12 +36,6 @@ CHILD_RESOURCES = {
     "poddisruptionbudgets",
     "networkpolicies",
 }
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def voiceservice(name: str, namespace: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ baseline), so every ratio compares numbers from the same machine and moment:
 * HTTP overhead at p50: (HTTP p50 - direct p50) / direct p50 (goal <= 10 %),
   and a paired estimate (median of each HTTP time minus the direct call just
   before it, over direct p50) that is robust to load drift on a shared box;
-* the same for ``asgi_floor_server.py``, a bare ASGI app that does only
+* the same for ``_asgi_floor_server.py``, a bare ASGI app that does only
   "HTTP + engine in a worker thread + PCM": this machine's floor for any
   threaded Python server, so the service's own share of the overhead shows;
 * requests/s at increasing concurrency with 200 and 429 counts: the server runs
@@ -28,7 +28,6 @@ import http.client
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,8 +35,10 @@ import time
 from pathlib import Path
 
 import httpx
+from _common import cpu_model, percentile
 from voiceops_service.engines.base import SynthesisRequest
 from voiceops_service.engines.espeak import EspeakEngine
+from voiceops_sim.ports import free_port
 
 TEXT_200 = (
     "The quick brown fox jumps over the lazy dog near the river bank. "
@@ -47,28 +48,6 @@ TEXT_200 = (
 CONCURRENCY_LEVELS = (1, 2, 4, 8, 16, 32)
 SAMPLE_RATE = 22050
 RESULTS = Path(__file__).parent / "results" / "service_espeak.json"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.Popen[bytes]:
@@ -86,7 +65,7 @@ def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.
 
 
 def start_floor_server(port: int) -> subprocess.Popen[bytes]:
-    script = Path(__file__).with_name("asgi_floor_server.py")
+    script = Path(__file__).with_name("_asgi_floor_server.py")
     return wait_ready([sys.executable, str(script), str(port)], dict(os.environ), port)
 
 
@@ -303,7 +282,7 @@ def main() -> None:
         f"wav {http_wav['paired_overhead']:+.1%}, pcm {http_pcm['paired_overhead']:+.1%}"
     )
     print(
-        f"floor (bare ASGI app + worker thread, asgi_floor_server.py): {overhead_floor:+.1%}, "
+        f"floor (bare ASGI app + worker thread, _asgi_floor_server.py): {overhead_floor:+.1%}, "
         f"paired {floor['paired_overhead']:+.1%}; the service adds "
         f"{http_pcm['p50_ms'] - floor['p50_ms']:+.2f} ms (pcm) over it"
     )

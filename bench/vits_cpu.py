@@ -24,12 +24,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
 import torch
+from _common import cpu_model
 from voiceops_service.batching import DynamicBatcher
 from voiceops_service.engines.base import SynthesisRequest
 from voiceops_service.engines.vits import VitsEngine, VitsOptions
@@ -51,17 +51,6 @@ MIXED_TEXTS = (
     "Battery low.",
     "Reading chapter three: the river ran quietly past the village, as it always had.",
 )
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(engine: VitsEngine) -> dict[str, object]:

@@ -36,11 +36,10 @@ import aiohttp
 import kopf
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
 
 from voiceops_operator import build, observe, policy
 from voiceops_operator import status as st
-from voiceops_operator.kube import KubeApi, KubeError
+from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
 from voiceops_operator.opmetrics import OperatorMetrics, start_metrics_server
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import (
@@ -59,8 +58,6 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "voiceops-operator"
 MIN_WAKE_GAP_SECONDS = 0.2  # coalesce bursts of pod events into one pass
-STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
-CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
 
 # Reasons of the FailedOver/Degraded conditions when they are False.
 REASON_GPU_TIER_ACTIVE = "GPUTierActive"
@@ -274,10 +271,6 @@ def transition_event(
     }
 
 
-def _is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, KubeError) and exc.status == 409
-
-
 def routing_of(decision: policy.Decision) -> build.Routing:
     return build.Routing(
         active_tier=decision.active_tier, fallback_replicas=decision.fallback_replicas
@@ -489,12 +482,7 @@ class HealingLoop:
         """
         rv, current = self._current(body)
         superseded: set[str] = set()
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_is_conflict),
-            stop=stop_after_attempt(STATUS_WRITE_ATTEMPTS),
-            wait=wait_random(0, CONFLICT_BACKOFF_SECONDS),
-            reraise=True,
-        ):
+        async for attempt in retrying_on_conflict():
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
                     fresh = await self.runtime.api.get(API_VERSION, KIND, self.namespace, self.name)

@@ -19,6 +19,7 @@ from tenacity import (
     retry_if_exception,
     stop_after_attempt,
     wait_exponential,
+    wait_random,
 )
 
 from voiceops_operator import spec
@@ -35,6 +36,8 @@ RESOURCES: dict[tuple[str, str], str] = {
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "voiceops-operator/0.1.0 (spec-reconcile)"
 _TRANSIENT = {429, 500, 502, 503, 504}
+STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
+CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
 
 
 class KubeError(Exception):
@@ -62,6 +65,24 @@ def resource_path(
 class RequestCounts:
     reads: int = 0
     writes: int = 0
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, KubeError) and exc.status == 409
+
+
+def retrying_on_conflict() -> AsyncRetrying:
+    """Attempts for a resourceVersion-guarded write: again on 409 Conflict, with jitter.
+
+    The spec reconcile and the healing loop both write the VoiceService status;
+    each recomputes from a fresh read inside the attempt.
+    """
+    return AsyncRetrying(
+        retry=retry_if_exception(_is_conflict),
+        stop=stop_after_attempt(STATUS_WRITE_ATTEMPTS),
+        wait=wait_random(0, CONFLICT_BACKOFF_SECONDS),
+        reraise=True,
+    )
 
 
 def _is_transient(exc: BaseException) -> bool:

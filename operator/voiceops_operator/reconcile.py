@@ -12,11 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random
-
 from voiceops_operator import build, diff
 from voiceops_operator import status as st
-from voiceops_operator.kube import KubeApi, KubeError
+from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import (
     API_VERSION,
@@ -28,12 +26,6 @@ from voiceops_operator.spec import (
 )
 
 log = logging.getLogger(__name__)
-STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
-CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, KubeError) and exc.status == 409
 
 
 class EventSink(Protocol):
@@ -337,12 +329,7 @@ class Reconciler:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception(_is_conflict),
-                stop=stop_after_attempt(STATUS_WRITE_ATTEMPTS),
-                wait=wait_random(0, CONFLICT_BACKOFF_SECONDS),
-                reraise=True,
-            ):
+            async for attempt in retrying_on_conflict():
                 with attempt:
                     fresh = await self.api.get(API_VERSION, KIND, ns, name)
                     if fresh is None:

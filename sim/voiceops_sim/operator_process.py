@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,14 +15,10 @@ from typing import Any
 
 import aiohttp
 
+from .ports import free_port
+
 OPERATOR_SCRIPT = Path(sys.executable).parent / "voiceops-operator"
 SETTINGS_PREFIX = "VOICEOPS_OPERATOR_"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:

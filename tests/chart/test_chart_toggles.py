@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from chart_support import ALL_FEATURES, NAMESPACE, by_kind, kinds, one, render
+from voiceops_operator.settings import OperatorSettings
 
 DEFAULT_KINDS = sorted(
     [
@@ -154,8 +155,7 @@ def test_operator_settings_come_from_values() -> None:
 
 def test_operator_env_names_are_operator_settings() -> None:
     """Every VOICEOPS_OPERATOR_* the chart sets is a field of OperatorSettings."""
-    settings_module = pytest.importorskip("voiceops_operator.settings")
-    fields = set(settings_module.OperatorSettings.model_fields)
+    fields = set(OperatorSettings.model_fields)
     container = one(render({"replicas": 2}), "StatefulSet")["spec"]["template"]["spec"][
         "containers"
     ][0]

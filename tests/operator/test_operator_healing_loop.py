@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
 from voiceops_sim.apiserver import KubeApiEmulator
+from voiceops_sim.daemon_doubles import DaemonStopped, LiveObject
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
@@ -534,38 +535,6 @@ async def test_concurrent_writers_converge_without_losing_either_side(
 # --- cadence: from the spec, not SCRAPE_INTERVAL_SECONDS -------------------------------
 
 
-class LiveBody(Mapping[str, Any]):
-    """The VoiceService as the emulator has it now (kopf's daemon body is live too)."""
-
-    def __init__(self, emulator: KubeApiEmulator, namespace: str) -> None:
-        self._emulator, self._namespace = emulator, namespace
-
-    def _obj(self) -> dict[str, Any]:
-        return self._emulator.get("voiceservices", "tts", self._namespace) or {}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._obj()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._obj())
-
-    def __len__(self) -> int:
-        return len(self._obj())
-
-
-class _Stopped:
-    """Stands in for kopf's DaemonStopped flag."""
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
-
-    async def wait(self) -> None:
-        await self.event.wait()
-
-
 async def test_loop_observes_at_the_spec_cadence_not_the_scrape_interval(
     emulator: KubeApiEmulator, gpu_metrics: FakePodMetrics, tmp_path: Path
 ) -> None:
@@ -574,14 +543,13 @@ async def test_loop_observes_at_the_spec_cadence_not_the_scrape_interval(
     kubeconfig = emulator.write_kubeconfig(tmp_path / "kubeconfig")
     settings = OperatorSettings(scrape_interval_seconds=60, scrape_timeout_seconds=0.5)
     rt = await healing.make_runtime(settings, str(kubeconfig))
-    stopped = _Stopped()
+    stopped = DaemonStopped()
     task = None
     try:
         ns = await _setup(emulator, rt, gpu_metrics.port)
         loop = healing.HealingLoop(rt, ns, "tts")
-        task = asyncio.ensure_future(
-            healing.run_loop(loop, LiveBody(emulator, ns), stopped, asyncio.Event())
-        )
+        body = LiveObject(emulator, "voiceservices", ns, "tts")
+        task = asyncio.ensure_future(healing.run_loop(loop, body, stopped, asyncio.Event()))
         await emulator.wait_for(
             lambda: phase_is("Serving")(emulator.get("voiceservices", "tts", ns)), 10, "Serving"
         )
@@ -597,7 +565,7 @@ async def test_loop_observes_at_the_spec_cadence_not_the_scrape_interval(
             "Degraded at the spec's cadence",
         )
     finally:
-        stopped.event.set()
+        stopped.set()
         if task is not None:
             await asyncio.wait_for(task, 10)
         await rt.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from voiceops_sim.ports import free_port
 
 FAULT_TOKEN = "test-fault-token"
 STARTUP_DEADLINE_SECONDS = 60.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(

@@ -7,7 +7,7 @@ envelope. bench/service_espeak.py runs it beside the real service so a report
 can tell this machine's cost of "HTTP + a worker thread" from the service's
 own. Not a product: never deploy it.
 
-    python bench/asgi_floor_server.py PORT
+    python bench/_asgi_floor_server.py PORT
 """
 
 from __future__ import annotations
