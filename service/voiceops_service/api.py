@@ -8,9 +8,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Request
@@ -28,7 +28,7 @@ from voiceops_service.audio import (
     streaming_wav_header,
     wav_header,
 )
-from voiceops_service.engines.base import EngineError, UnknownVoiceError
+from voiceops_service.engines.base import EngineError, SynthesisRequest, UnknownVoiceError
 from voiceops_service.errors import ApiError
 from voiceops_service.faults import FaultSnapshot, FaultUpdate
 from voiceops_service.resilience import OutOfMemoryExhaustedError
@@ -39,6 +39,7 @@ from voiceops_service.streaming import AudioStream, ClientDisconnectedError, can
 from voiceops_service.synthesis import SpeechService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CRASH_EXIT_CODE = 70
 INLINE_ENCODE_MAX_SAMPLES = 30 * 22050  # longer audio is encoded in a worker thread
 # The longest valid body: HARD_MAX_INPUT_CHARS characters, each JSON-escaped as a
@@ -183,21 +184,24 @@ async def _synthesize_payload(speech: SpeechService, plan: SpeechPlan) -> tuple[
     thread; flac needs all samples at once.
     """
     if plan.response_format in PCM_FORMATS:
-        if speech.batcher is not None:  # let the batcher see every chunk at once
-            parts = await asyncio.gather(*(speech.synthesize_pcm16(c) for c in plan.chunks))
-        else:
-            parts = [await speech.synthesize_pcm16(chunk) for chunk in plan.chunks]
+        parts = await _each_chunk(speech, plan, speech.synthesize_pcm16)
         pcm = parts[0] if len(parts) == 1 else b"".join(parts)
         return pcm, len(pcm) // 2
-    if speech.batcher is not None:
-        audios = await asyncio.gather(*(speech.synthesize_chunk(c) for c in plan.chunks))
-    else:
-        audios = [await speech.synthesize_chunk(chunk) for chunk in plan.chunks]
+    audios = await _each_chunk(speech, plan, speech.synthesize_chunk)
     audio = audios[0] if len(audios) == 1 else np.concatenate(audios)
     rate = speech.engine.sample_rate
     if audio.size > INLINE_ENCODE_MAX_SAMPLES:  # minutes of audio: keep the event loop free
         return await asyncio.to_thread(encode, audio, rate, plan.response_format), audio.size
     return encode(audio, rate, plan.response_format), audio.size
+
+
+async def _each_chunk(
+    speech: SpeechService, plan: SpeechPlan, synthesize: Callable[[SynthesisRequest], Awaitable[T]]
+) -> list[T]:
+    """``synthesize`` over the plan's chunks, in order."""
+    if speech.batcher is not None:  # let the batcher see every chunk at once
+        return list(await asyncio.gather(*(synthesize(chunk) for chunk in plan.chunks)))
+    return [await synthesize(chunk) for chunk in plan.chunks]
 
 
 async def _start_stream(
