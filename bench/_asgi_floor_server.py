@@ -1,7 +1,7 @@
 """The floor for serving espeak over HTTP from Python: the least a server can do.
 
 A bare ASGI app on the same uvicorn (uvloop + httptools) as voiceops-service:
-read the JSON body, run the engine in one worker thread, convert to 16-bit PCM,
+read the JSON body, run the engine's 16-bit PCM call in one worker thread,
 answer. No validation, admission, deadline, cancellation, metrics or error
 envelope. bench/service_espeak.py runs it beside the real service so a report
 can tell this machine's cost of "HTTP + a worker thread" from the service's
@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 from starlette.types import Receive, Scope, Send
-from voiceops_service.audio import to_pcm16
 from voiceops_service.engines.base import SynthesisRequest
 from voiceops_service.engines.espeak import EspeakEngine
 
@@ -31,7 +30,7 @@ def build_app() -> object:
     worker = ThreadPoolExecutor(max_workers=1)
 
     def speak(text: str) -> bytes:
-        return to_pcm16(engine.synthesize(SynthesisRequest(text=text)))
+        return engine.synthesize_pcm16(SynthesisRequest(text=text))
 
     async def respond(send: Send, status: int, body: bytes, media: bytes) -> None:
         headers = [(b"content-type", media), (b"content-length", str(len(body)).encode())]

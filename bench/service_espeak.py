@@ -5,10 +5,15 @@ the same run, measures the engine called directly in this process (the
 baseline), so every ratio compares numbers from the same machine and moment:
 
 * p50/p95 latency and real-time factor of one 200-character request, over
-  HTTP (client-observed, keep-alive connection) and directly;
+  HTTP (client-observed, keep-alive connection) and directly. The direct
+  baseline is the cheapest engine call that yields the answer's bytes,
+  ``engine.synthesize_pcm16`` (espeak's native output); the float call
+  ``engine.synthesize`` is shown beside it;
 * HTTP overhead at p50: (HTTP p50 - direct p50) / direct p50 (goal <= 10 %),
   and a paired estimate (median of each HTTP time minus the direct call just
-  before it, over direct p50) that is robust to load drift on a shared box;
+  before it, over direct p50) that is robust to load drift on a shared box.
+  The HTTP client is a lean keep-alive socket client (what curl or a Go client
+  costs); the stdlib ``http.client`` row shows what a Python client adds;
 * the same for ``_asgi_floor_server.py``, a bare ASGI app that does only
   "HTTP + engine in a worker thread + PCM": this machine's floor for any
   threaded Python server, so the service's own share of the overhead shows;
@@ -28,10 +33,12 @@ import http.client
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -50,7 +57,9 @@ SAMPLE_RATE = 22050
 RESULTS = Path(__file__).parent / "results" / "service_espeak.json"
 
 
-def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.Popen[bytes]:
+def start_server(
+    port: int, max_concurrency: int, max_queue: int, *, inline: bool = True
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEOPS_")}
     env.update(
         VOICEOPS_ENGINE="espeak",
@@ -60,6 +69,8 @@ def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.
         VOICEOPS_MAX_QUEUE=str(max_queue),
         VOICEOPS_LOG_LEVEL="warning",
     )
+    if not inline:
+        env["VOICEOPS_INLINE_CALL_MAX_MS"] = "0"
     script = Path(sys.executable).with_name("voiceops-service")
     return wait_ready([str(script)], env, port)
 
@@ -95,56 +106,125 @@ def summarise(latencies: list[float], audio_seconds: float) -> dict[str, float]:
     }
 
 
-def measure_latency(port: int, floor_port: int, requests: int) -> dict[str, dict[str, float]]:
+class LeanClient:
+    """Keep-alive HTTP/1.1 POSTs over one socket, the answer read into a reused buffer.
+
+    The client's own cost is part of every HTTP sample; this one costs what a
+    C or Go client would (one send, a few recv_into), so the samples measure
+    the server. ``http.client`` parses and copies in Python: ~0.25 ms more for
+    the 485 KB answer (shown as its own row).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = bytearray(4 << 20)
+        self.view = memoryview(self.buffer)
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """(status, the first 200 bytes of the body)."""
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        self.socket.sendall(head + body)
+        received, total, header_end = 0, None, -1
+        while total is None or received < total:
+            count = self.socket.recv_into(self.view[received:])
+            if count == 0:
+                raise ConnectionError("server closed the connection")
+            received += count
+            if total is None and (header_end := self.buffer.find(b"\r\n\r\n", 0, received)) >= 0:
+                lines = bytes(self.buffer[:header_end]).split(b"\r\n")
+                fields = dict(line.lower().split(b":", 1) for line in lines[1:])
+                total = header_end + 4 + int(fields[b"content-length"])
+        status = int(self.buffer[9:12])
+        return status, bytes(self.buffer[header_end + 4 : header_end + 204])
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+def measure_latency(
+    port: int, worker_port: int, floor_port: int, requests: int
+) -> dict[str, dict[str, float]]:
     """Direct engine calls and HTTP requests, interleaved so both see the same machine load.
 
-    HTTP uses one keep-alive connection per format and the stdlib client (little
-    client-side cost); the first rounds warm both paths and are not counted.
+    Each path keeps its own keep-alive connection; the first rounds warm every
+    path and are not counted.
     """
     engine = EspeakEngine()
     engine.load()
     engine.warm_up()
+    request = SynthesisRequest(text=TEXT_200)
     headers = {"Content-Type": "application/json"}
     bodies = {
-        path: json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": fmt})
-        for path, fmt in (("wav", "wav"), ("pcm", "pcm"), ("floor", "pcm"))
+        fmt: json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": fmt}).encode()
+        for fmt in ("wav", "pcm")
     }
-    connections = {
-        path: http.client.HTTPConnection("127.0.0.1", floor_port if path == "floor" else port, 30)
-        for path in bodies
+    lean = {
+        "wav": LeanClient(port),
+        "pcm": LeanClient(port),
+        "pcm_worker": LeanClient(worker_port),
+        "floor": LeanClient(floor_port),
     }
-    latencies: dict[str, list[float]] = {"direct": [], "wav": [], "pcm": [], "floor": []}
-    audio_seconds = 0.0
+    stdlib = http.client.HTTPConnection("127.0.0.1", port, 30)
+
+    def over_stdlib() -> None:
+        stdlib.request("POST", "/v1/audio/speech", body=bodies["pcm"], headers=headers)
+        response = stdlib.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise SystemExit(f"HTTP {response.status}: {payload[:200]!r}")
+
+    def over_lean(path: str) -> Callable[[], None]:
+        body = bodies["wav" if path == "wav" else "pcm"]
+
+        def call() -> None:
+            status, start = lean[path].post("/v1/audio/speech", body)
+            if status != 200:
+                raise SystemExit(f"HTTP {status} from {path}: {start!r}")
+
+        return call
+
+    http_paths: dict[str, Callable[[], None]] = {
+        "wav": over_lean("wav"),
+        "pcm": over_lean("pcm"),
+        "pcm_stdlib": over_stdlib,
+        "pcm_worker": over_lean("pcm_worker"),
+        "floor": over_lean("floor"),
+    }
+    latencies: dict[str, list[float]] = {name: [] for name in ("direct", "float", *http_paths)}
+    audio_seconds = len(engine.synthesize_pcm16(request)) / 2 / engine.sample_rate
     warmup = 5
     for index in range(requests + warmup):
         started = time.perf_counter()
-        audio = engine.synthesize(SynthesisRequest(text=TEXT_200))
-        elapsed = {"direct": time.perf_counter() - started}
-        audio_seconds = audio.size / engine.sample_rate
+        engine.synthesize(request)
+        elapsed = {"float": time.perf_counter() - started}
+        started = time.perf_counter()
+        engine.synthesize_pcm16(request)
+        elapsed["direct"] = time.perf_counter() - started
         # Rotate which path goes first: the first request after the direct call
         # meets caches that call has just evicted.
-        order = list(connections.items())
+        order = list(http_paths.items())
         shift = index % len(order)
-        for fmt, connection in order[shift:] + order[:shift]:
+        for name, call in order[shift:] + order[:shift]:
             started = time.perf_counter()
-            connection.request("POST", "/v1/audio/speech", body=bodies[fmt], headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-            elapsed[fmt] = time.perf_counter() - started
-            if response.status != 200:
-                raise SystemExit(f"HTTP {response.status}: {payload[:200]!r}")
+            call()
+            elapsed[name] = time.perf_counter() - started
         if index >= warmup:
             for name, seconds in elapsed.items():
                 latencies[name].append(seconds)
-    for connection in connections.values():
-        connection.close()
+    for client in lean.values():
+        client.close()
+    stdlib.close()
     summary = {name: summarise(values, audio_seconds) for name, values in latencies.items()}
     # Paired estimate: each HTTP request against the direct call made just before it,
     # so machine-load drift between iterations cancels out (p50s alone swing ±10 %).
     direct_p50 = statistics.median(latencies["direct"])
-    for fmt in ("wav", "pcm", "floor"):
-        extra = [h - d for h, d in zip(latencies[fmt], latencies["direct"], strict=True)]
-        summary[fmt]["paired_overhead"] = statistics.median(extra) / direct_p50
+    for name in http_paths:
+        extra = [h - d for h, d in zip(latencies[name], latencies["direct"], strict=True)]
+        summary[name]["paired_overhead"] = statistics.median(extra) / direct_p50
     return summary
 
 
@@ -237,15 +317,15 @@ def main() -> None:
 
     machine = {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}")
-    port, floor_port = free_port(), free_port()
+    port, worker_port, floor_port = free_port(), free_port(), free_port()
     server = start_server(port, args.max_concurrency, args.max_queue)
+    worker_server = start_server(worker_port, args.max_concurrency, args.max_queue, inline=False)
     floor_server = start_floor_server(floor_port)
     try:
-        latency = measure_latency(port, floor_port, args.requests)
-        direct, http_wav, http_pcm = latency["direct"], latency["wav"], latency["pcm"]
-        floor = latency["floor"]
-        floor_server.terminate()
-        floor_server.wait(timeout=10)
+        latency = measure_latency(port, worker_port, floor_port, args.requests)
+        for process in (worker_server, floor_server):
+            process.terminate()
+            process.wait(timeout=10)
         throughput = {
             mode: [
                 asyncio.run(
@@ -258,33 +338,41 @@ def main() -> None:
             for mode in ("greedy", "polite")
         }
     finally:
-        for process in (server, floor_server):
+        for process in (server, worker_server, floor_server):
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=10)
 
-    overhead = (http_wav["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
-    overhead_pcm = (http_pcm["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
-    overhead_floor = (floor["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
+    direct = latency["direct"]
+    for row in latency.values():
+        row["p50_overhead"] = (row["p50_ms"] - direct["p50_ms"]) / direct["p50_ms"]
     print(f"\n200-character request, {direct['audio_seconds']:.2f} s of audio")
-    print(f"{'path':<22}{'p50 ms':>10}{'p95 ms':>10}{'RTF':>10}")
+    print(f"{'path':<44}{'p50 ms':>8}{'p95 ms':>8}{'RTF':>8}{'p50 +':>8}{'paired +':>10}")
     rows = (
-        ("engine, direct", direct),
-        ("HTTP wav", http_wav),
-        ("HTTP pcm", http_pcm),
-        ("floor server, pcm", floor),
+        ("engine, direct: synthesize_pcm16 (baseline)", "direct"),
+        ("engine, direct: synthesize (float32)", "float"),
+        ("HTTP wav", "wav"),
+        ("HTTP pcm", "pcm"),
+        ("HTTP pcm, stdlib http.client", "pcm_stdlib"),
+        ("HTTP pcm, engine always in a worker thread", "pcm_worker"),
+        ("floor server (_asgi_floor_server.py), pcm", "floor"),
     )
-    for name, row in rows:
-        print(f"{name:<22}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}{row['rtf_p50']:>10.4f}")
-    print(f"HTTP overhead at p50: wav {overhead:+.1%}, pcm {overhead_pcm:+.1%} (goal <= 10%)")
+    for label, name in rows:
+        row = latency[name]
+        paired = f"{row['paired_overhead']:>+10.1%}" if "paired_overhead" in row else " " * 10
+        print(
+            f"{label:<44}{row['p50_ms']:>8.2f}{row['p95_ms']:>8.2f}{row['rtf_p50']:>8.4f}"
+            f"{row['p50_overhead']:>+8.1%}{paired}"
+        )
     print(
-        "paired overhead (median of HTTP - preceding direct call, / direct p50): "
-        f"wav {http_wav['paired_overhead']:+.1%}, pcm {http_pcm['paired_overhead']:+.1%}"
+        "HTTP overhead at p50 (goal <= 10%): "
+        f"wav {latency['wav']['p50_overhead']:+.1%}, pcm {latency['pcm']['p50_overhead']:+.1%}; "
+        f"paired: wav {latency['wav']['paired_overhead']:+.1%}, "
+        f"pcm {latency['pcm']['paired_overhead']:+.1%}"
     )
     print(
-        f"floor (bare ASGI app + worker thread, _asgi_floor_server.py): {overhead_floor:+.1%}, "
-        f"paired {floor['paired_overhead']:+.1%}; the service adds "
-        f"{http_pcm['p50_ms'] - floor['p50_ms']:+.2f} ms (pcm) over it"
+        "paired = median of (HTTP time - the direct call just before it) / direct p50; "
+        "floor = a bare ASGI app + one worker thread"
     )
     print(
         f"\nthroughput (server max_concurrency={args.max_concurrency}, "
@@ -309,15 +397,7 @@ def main() -> None:
             {
                 "machine": machine,
                 "text_chars": len(TEXT_200),
-                "direct": direct,
-                "http_wav": http_wav,
-                "http_pcm": http_pcm,
-                "floor_pcm": floor,
-                "http_overhead_p50": {
-                    "wav": overhead,
-                    "pcm": overhead_pcm,
-                    "floor": overhead_floor,
-                },
+                "latency": latency,
                 "throughput": throughput,
                 "shedding_from_clients": shedding_from,
                 "server": {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue},

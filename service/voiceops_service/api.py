@@ -35,7 +35,12 @@ from voiceops_service.resilience import OutOfMemoryExhaustedError
 from voiceops_service.settings import HARD_MAX_INPUT_CHARS
 from voiceops_service.speech import SpeechBody, SpeechPlan, accepted_models, plan_speech
 from voiceops_service.state import ServiceState, SpeechDep, StateDep, speech_service
-from voiceops_service.streaming import AudioStream, ClientDisconnectedError, cancel_on_disconnect
+from voiceops_service.streaming import (
+    AudioResponse,
+    AudioStream,
+    ClientDisconnectedError,
+    cancel_on_disconnect,
+)
 from voiceops_service.synthesis import SpeechService
 
 log = logging.getLogger(__name__)
@@ -162,37 +167,32 @@ async def create_speech(request: Request) -> Response:
             async with asyncio.timeout(state.settings.request_timeout_seconds):
                 async with state.admission.slot():
                     synth_started = time.perf_counter()
-                    payload, samples = await _synthesize_payload(speech, plan)
+                    parts, samples = await _synthesize_payload(speech, plan)
                     synth_seconds = time.perf_counter() - synth_started
     except BaseException as error:
         _reraise_mapped(error, state)
     rate = speech.engine.sample_rate
     if plan.response_format == "wav":
-        payload = wav_header(rate, len(payload)) + payload
+        parts.insert(0, wav_header(rate, samples * 2))
     _observe(state, started, samples, rate, synth_seconds, first_audio=True)
-    return Response(
-        payload,
-        media_type=MEDIA_TYPES[plan.response_format],
-        headers=_audio_headers(speech, state),
-    )
+    return AudioResponse(parts, MEDIA_TYPES[plan.response_format], _audio_headers(speech, state))
 
 
-async def _synthesize_payload(speech: SpeechService, plan: SpeechPlan) -> tuple[bytes, int]:
-    """The encoded audio of every chunk (wav without its header), and its sample count.
+async def _synthesize_payload(speech: SpeechService, plan: SpeechPlan) -> tuple[list[bytes], int]:
+    """The encoded audio in parts (wav without its header), and its sample count.
 
-    wav and pcm are built from 16-bit PCM chunks made in the engine's worker
-    thread; flac needs all samples at once.
+    wav and pcm are 16-bit PCM chunks made in the engine call (one part each,
+    never joined); flac needs all samples at once.
     """
     if plan.response_format in PCM_FORMATS:
         parts = await _each_chunk(speech, plan, speech.synthesize_pcm16)
-        pcm = parts[0] if len(parts) == 1 else b"".join(parts)
-        return pcm, len(pcm) // 2
+        return parts, sum(len(part) for part in parts) // 2
     audios = await _each_chunk(speech, plan, speech.synthesize_chunk)
     audio = audios[0] if len(audios) == 1 else np.concatenate(audios)
     rate = speech.engine.sample_rate
     if audio.size > INLINE_ENCODE_MAX_SAMPLES:  # minutes of audio: keep the event loop free
-        return await asyncio.to_thread(encode, audio, rate, plan.response_format), audio.size
-    return encode(audio, rate, plan.response_format), audio.size
+        return [await asyncio.to_thread(encode, audio, rate, plan.response_format)], audio.size
+    return [encode(audio, rate, plan.response_format)], audio.size
 
 
 async def _each_chunk(

@@ -41,7 +41,7 @@ from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.resilience import OomGuard, OomPolicy
 from voiceops_service.settings import ServiceSettings
 from voiceops_service.state import ServiceState
-from voiceops_service.synthesis import Batcher, EngineRunner, SpeechService
+from voiceops_service.synthesis import Batcher, EngineRunner, InlineCalls, SpeechService
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,15 @@ async def load_service(state: ServiceState) -> None:
         return
     state.engine, state.fallback, state.guard, state.runner = engine, fallback, guard, runner
     state.metrics.set_engine_info(engine.name, engine.default_voice, engine.version, engine.device)
-    state.speech = SpeechService(engine, guard, runner, batcher, state.metrics)
+    admission = state.admission
+    inline = InlineCalls(
+        engine,
+        runner,
+        alone=lambda: admission.running <= 1 and admission.waiting == 0,
+        max_block_seconds=settings.inline_call_max_ms / 1000,
+        faults=state.faults,
+    )
+    state.speech = SpeechService(engine, guard, runner, batcher, state.metrics, inline)
     log.info(
         "ready: engine %s %s on %s, voice %s, fallback %s",
         engine.name,

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import soundfile
 
-from voiceops_service.engines.base import Audio
+from voiceops_service.engines.base import Audio, to_pcm16
 
 ResponseFormat = Literal["wav", "pcm", "flac"]
 SUPPORTED_FORMATS: tuple[str, ...] = ("wav", "pcm", "flac")
@@ -27,13 +27,6 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 PCM_FORMATS: tuple[str, ...] = ("wav", "pcm")  # 16-bit PCM payloads, built chunk by chunk
-
-
-def to_pcm16(audio: Audio) -> bytes:
-    """Little-endian signed 16-bit samples (clipped to [-1, 1])."""
-    scaled = np.multiply(audio, 32767.0, dtype=np.float32)  # one temporary, clipped in place
-    np.clip(scaled, -32767.0, 32767.0, out=scaled)
-    return scaled.astype("<i2").tobytes()
 
 
 def wav_header(sample_rate: int, data_bytes: int) -> bytes:

@@ -9,7 +9,10 @@ PUBLIC API (the API layer and the batcher call engines only through this)::
     results: list[Audio | BaseException] = guard.run_batch(engine.synthesize_batch, requests)
     audio: Audio = guard.run_one(engine.synthesize_batch, request)  # raises the item's error
     audio = await guard.run(engine.synthesize_batch, request)     # run_one in a thread
+    pcm: bytes = guard.run_one(engine.synthesize_batch_pcm16, request, from_audio=to_pcm16)
     guard.degraded                                                 # bool, see below
+
+``from_audio`` turns the fallback engine's audio into what ``fn`` returns.
 
 What a call goes through:
 
@@ -43,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from tenacity import (
@@ -63,8 +66,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BatchFn = Callable[[Sequence[SynthesisRequest]], list[Audio]]
+R = TypeVar("R")  # what an engine call returns per request: Audio or PCM16 bytes
+BatchFn = Callable[[Sequence[SynthesisRequest]], list[R]]
 _OOM_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+def _as_is(audio: Audio) -> Audio:
+    return audio
 
 
 class OutOfMemoryExhaustedError(RuntimeError):
@@ -200,26 +208,36 @@ class OomGuard:
 
     # --- calls -----------------------------------------------------------------------------
     def run_batch(
-        self, fn: BatchFn, batch: Sequence[SynthesisRequest]
-    ) -> list[Audio | BaseException]:
+        self,
+        fn: BatchFn[R],
+        batch: Sequence[SynthesisRequest],
+        *,
+        from_audio: Callable[[Audio], R] = _as_is,
+    ) -> list[R | BaseException]:
         """One result per request (audio, or the exception for that request alone)."""
         items = list(batch)
-        results: list[Audio | BaseException | None] = [None] * len(items)
+        results: list[R | BaseException | None] = [None] * len(items)
         if self._serve_from_fallback():
-            return [self._fallback_item(item) for item in items]
-        self._run_group(fn, items, list(range(len(items))), results)
+            return [self._fallback_item(item, from_audio) for item in items]
+        self._run_group(fn, items, list(range(len(items))), results, from_audio)
         return [r if r is not None else RuntimeError("engine returned no result") for r in results]
 
-    def run_one(self, fn: BatchFn, request: SynthesisRequest) -> Audio:
-        result = self.run_batch(fn, [request])[0]
+    def run_one(
+        self,
+        fn: BatchFn[R],
+        request: SynthesisRequest,
+        *,
+        from_audio: Callable[[Audio], R] = _as_is,
+    ) -> R:
+        result = self.run_batch(fn, [request], from_audio=from_audio)[0]
         if isinstance(result, BaseException):
             raise result
         return result
 
-    async def run(self, fn: BatchFn, request: SynthesisRequest) -> Audio:
+    async def run(self, fn: BatchFn[Audio], request: SynthesisRequest) -> Audio:
         return await asyncio.to_thread(self.run_one, fn, request)
 
-    def _call_primary(self, fn: BatchFn, items: list[SynthesisRequest]) -> list[Audio]:
+    def _call_primary(self, fn: BatchFn[R], items: list[SynthesisRequest]) -> list[R]:
         if self._faults is not None and self._faults.consume_oom():
             raise injected_out_of_memory()
         out = fn(items)
@@ -229,13 +247,14 @@ class OomGuard:
 
     def _run_group(
         self,
-        fn: BatchFn,
+        fn: BatchFn[R],
         items: list[SynthesisRequest],
         indices: list[int],
-        results: list[Audio | BaseException | None],
+        results: list[R | BaseException | None],
+        from_audio: Callable[[Audio], R],
     ) -> None:
         if len(items) == 1:
-            results[indices[0]] = self._run_single(fn, items[0])
+            results[indices[0]] = self._run_single(fn, items[0], from_audio)
             return
         try:
             out = self._call_primary(fn, items)
@@ -245,14 +264,16 @@ class OomGuard:
                 self._sleep(self.policy.backoff_initial_seconds)
             # OOM: retry smaller. Anything else: bisect so only the culprit fails.
             middle = len(items) // 2
-            self._run_group(fn, items[:middle], indices[:middle], results)
-            self._run_group(fn, items[middle:], indices[middle:], results)
+            self._run_group(fn, items[:middle], indices[:middle], results, from_audio)
+            self._run_group(fn, items[middle:], indices[middle:], results, from_audio)
             return
         self._record_clean()
         for index, audio in zip(indices, out, strict=True):
             results[index] = audio
 
-    def _run_single(self, fn: BatchFn, item: SynthesisRequest) -> Audio | BaseException:
+    def _run_single(
+        self, fn: BatchFn[R], item: SynthesisRequest, from_audio: Callable[[Audio], R]
+    ) -> R | BaseException:
         def give_up_for_fallback(_state: RetryCallState) -> bool:
             return self._serve_from_fallback()
 
@@ -278,14 +299,16 @@ class OomGuard:
             if not is_out_of_memory(error):
                 return error
             if self.fallback is not None:
-                return self._fallback_item(item)
+                return self._fallback_item(item, from_audio)
             return OutOfMemoryExhaustedError(
                 f"out of accelerator memory after {self.policy.max_retries} retries"
             )
         self._record_clean()
         return audio
 
-    def _fallback_item(self, item: SynthesisRequest) -> Audio | BaseException:
+    def _fallback_item(
+        self, item: SynthesisRequest, from_audio: Callable[[Audio], R]
+    ) -> R | BaseException:
         assert self.fallback is not None
         try:
             audio = self.fallback.synthesize(replace(item, voice=None, speaker_id=None))
@@ -294,4 +317,4 @@ class OomGuard:
         if self._metrics is not None:
             self._metrics.fallback_calls_total.inc()
         rate = self._target_rate or self.fallback.sample_rate
-        return resample(audio, self.fallback.sample_rate, rate)
+        return from_audio(resample(audio, self.fallback.sample_rate, rate))

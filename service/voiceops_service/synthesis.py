@@ -27,8 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
-from voiceops_service.audio import to_pcm16
-from voiceops_service.engines.base import Audio, Engine, SynthesisRequest
+from voiceops_service.engines.base import Audio, Engine, Pcm16, SynthesisRequest, to_pcm16
 
 if TYPE_CHECKING:
     from voiceops_service.faults import FaultState
@@ -68,6 +67,12 @@ class EngineRunner:
         self._active: dict[int, float] = {}  # call id -> start time, for liveness
         self._active_lock = threading.Lock()
         self._next_id = 0
+        self._holders = 0  # callers holding or waiting for a worker (event loop only)
+
+    @property
+    def idle(self) -> bool:
+        """No engine call runs or waits, abandoned ones included (they still hold the engine)."""
+        return self._holders == 0 and not self._active
 
     def oldest_call_seconds(self) -> float:
         """How long the longest-running engine call has been running (0 when idle)."""
@@ -90,37 +95,109 @@ class EngineRunner:
             with self._active_lock:
                 del self._active[call_id]
 
+    def run_inline(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` on the caller's thread (the event loop), tracked like a worker call."""
+        return self._tracked(functools.partial(fn, *args))
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        if self._gate.locked():
-            self._metrics.queue_depth.inc()
-            try:
+        self._holders += 1
+        try:
+            if self._gate.locked():
+                self._metrics.queue_depth.inc()
+                try:
+                    await self._gate.acquire()
+                finally:
+                    self._metrics.queue_depth.dec()
+            else:
                 await self._gate.acquire()
-            finally:
-                self._metrics.queue_depth.dec()
-        else:
-            await self._gate.acquire()
+        except BaseException:
+            self._holders -= 1
+            raise
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(
                 self._executor, self._tracked, functools.partial(fn, *args)
             )
         except BaseException:
+            self._holders -= 1
             self._gate.release()
             raise
-        future.add_done_callback(_release_and_consume(self._gate))
+        future.add_done_callback(self._release_and_consume)
         return await asyncio.shield(future)
+
+    def _release_and_consume(self, future: asyncio.Future[object]) -> None:
+        self._holders -= 1
+        self._gate.release()
+        if not future.cancelled():
+            future.exception()  # an abandoned call's error is not "never retrieved"
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _release_and_consume(gate: asyncio.Semaphore) -> Callable[[asyncio.Future[object]], None]:
-    def done(future: asyncio.Future[object]) -> None:
-        gate.release()
-        if not future.cancelled():
-            future.exception()  # an abandoned call's error is not "never retrieved"
+class InlineCalls:
+    """Decides when an engine call runs on the event loop instead of in a worker thread.
 
-    return done
+    Handing a call to a worker and back costs two thread wake-ups: 0.4-0.8 ms on
+    the 2-vCPU VM bench/service_espeak.py runs on, about half of the service's
+    HTTP overhead over a 15 ms espeak call. While nothing else is in flight the
+    loop has nothing to do during the call, so it may as well make it. Only when
+    all of these hold:
+
+    * the engine's calls are short CPU work (``Engine.short_cpu_calls``: espeak);
+    * this request is the only one admitted, none is queued, and no engine call
+      runs in a worker (one abandoned by a client that left still holds the engine);
+    * no injected fault touches engine calls (delays and OOM retries sleep);
+    * the call should take at most ``max_block_seconds``, estimated from recent
+      calls, so probes, ``/metrics`` and new requests wait at most that long.
+
+    Under concurrency the requests see each other at admission and every call
+    goes to the worker as before: queueing, 429s and deadlines are unchanged.
+    """
+
+    SMOOTHING = 0.2
+
+    def __init__(
+        self,
+        engine: Engine,
+        runner: EngineRunner,
+        alone: Callable[[], bool],
+        max_block_seconds: float,
+        faults: FaultState | None = None,
+    ) -> None:
+        self._enabled = engine.short_cpu_calls and max_block_seconds > 0
+        self._runner = runner
+        self._alone = alone
+        self._max_block = max_block_seconds
+        self._faults = faults
+        self._lock = threading.Lock()  # observe() runs in worker threads too
+        self._seconds_per_char: float | None = None  # at speed 1.0
+
+    def estimate_seconds(self, request: SynthesisRequest) -> float | None:
+        """Expected duration of one call (None until a call has been measured)."""
+        rate = self._seconds_per_char
+        if rate is None:
+            return None
+        # Engines make speech of length ~1/speed, and their time follows the audio.
+        return rate * len(request.text) / max(request.speed, 0.25)
+
+    def observe(self, request: SynthesisRequest, seconds: float) -> None:
+        if not self._enabled or not request.text:
+            return
+        rate = seconds * max(request.speed, 0.25) / len(request.text)
+        with self._lock:
+            previous = self._seconds_per_char
+            if previous is not None:
+                rate = self.SMOOTHING * rate + (1 - self.SMOOTHING) * previous
+            self._seconds_per_char = rate
+
+    def allows(self, request: SynthesisRequest) -> bool:
+        if not self._enabled or not self._runner.idle or not self._alone():
+            return False
+        if self._faults is not None and self._faults.affects_engine_calls():
+            return False
+        estimate = self.estimate_seconds(request)
+        return estimate is not None and estimate <= self._max_block
 
 
 class SpeechService:
@@ -133,32 +210,64 @@ class SpeechService:
         runner: EngineRunner,
         batcher: Batcher | None = None,
         metrics: ServiceMetrics | None = None,
+        inline: InlineCalls | None = None,
     ) -> None:
         self.engine = engine
         self.guard = guard
         self.runner = runner
         self.batcher = batcher
+        self.inline = inline
         self._metrics = metrics
 
     async def synthesize_chunk(self, request: SynthesisRequest) -> Audio:
         if self.batcher is not None:
             return await self.batcher.submit(request)  # the batcher observes batch sizes
-        if self._metrics is not None:
-            self._metrics.batch_size.observe(1)  # unbatched: one request per engine call
-        return await self.runner.run(self.guard.run_one, self.engine.synthesize_batch, request)
+        return await self._call(self._audio_one, request)
 
-    async def synthesize_pcm16(self, request: SynthesisRequest) -> bytes:
+    async def synthesize_pcm16(self, request: SynthesisRequest) -> Pcm16:
         """The chunk as little-endian 16-bit PCM.
 
-        Unbatched, the conversion runs in the worker thread that made the audio:
-        its samples are still in that core's cache (half the cost of converting
-        on the event loop, measured) and the loop stays free for other requests.
+        Unbatched, the engine's own PCM16 call runs where the audio is made (espeak
+        makes PCM16 natively; others convert in the worker thread while the samples
+        are still in that core's cache, half the cost of converting on the loop).
         """
         if self.batcher is not None:
             return to_pcm16(await self.batcher.submit(request))
-        if self._metrics is not None:
-            self._metrics.batch_size.observe(1)
-        return await self.runner.run(self._pcm16_one, request)
+        return await self._call(self._pcm16_one, request)
 
-    def _pcm16_one(self, request: SynthesisRequest) -> bytes:
-        return to_pcm16(self.guard.run_one(self.engine.synthesize_batch, request))
+    async def _call(self, fn: Callable[[SynthesisRequest], T], request: SynthesisRequest) -> T:
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.batch_size.observe(1)  # unbatched: one request per engine call
+        inline = self.inline
+        if inline is not None and inline.allows(request):
+            # One turn of the loop first: requests parsed in the same read reach
+            # admission, and then this one is no longer alone.
+            await asyncio.sleep(0)
+            if inline.allows(request):
+                if metrics is not None:
+                    metrics.engine_calls_total.labels(where="inline").inc()
+                return self.runner.run_inline(fn, request)
+        if metrics is not None:
+            metrics.engine_calls_total.labels(where="worker").inc()
+        return await self.runner.run(fn, request)
+
+    def _timed(self, request: SynthesisRequest, call: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        result = call()
+        if self.inline is not None:
+            self.inline.observe(request, time.perf_counter() - started)
+        return result
+
+    def _audio_one(self, request: SynthesisRequest) -> Audio:
+        return self._timed(
+            request, lambda: self.guard.run_one(self.engine.synthesize_batch, request)
+        )
+
+    def _pcm16_one(self, request: SynthesisRequest) -> Pcm16:
+        return self._timed(
+            request,
+            lambda: self.guard.run_one(
+                self.engine.synthesize_batch_pcm16, request, from_audio=to_pcm16
+            ),
+        )

@@ -16,6 +16,14 @@ import numpy as np
 import numpy.typing as npt
 
 Audio = npt.NDArray[np.float32]  # mono samples in [-1, 1] at Engine.sample_rate
+Pcm16 = bytes  # the same audio as little-endian signed 16-bit samples (wav and pcm answers)
+
+
+def to_pcm16(audio: Audio) -> Pcm16:
+    """Little-endian signed 16-bit samples (clipped to [-1, 1])."""
+    scaled = np.multiply(audio, 32767.0, dtype=np.float32)  # one temporary, clipped in place
+    np.clip(scaled, -32767.0, 32767.0, out=scaled)
+    return scaled.astype("<i2").tobytes()
 
 
 class EngineError(Exception):
@@ -73,6 +81,13 @@ class Engine(ABC):
         return False
 
     @property
+    def short_cpu_calls(self) -> bool:
+        """True when a call is a few ms of CPU work that never waits on an accelerator
+        or a lock shared with other work, so the service may run it on its event loop
+        while nothing else is in flight (see ``synthesis.InlineCalls``)."""
+        return False
+
+    @property
     def supports_batching(self) -> bool:
         """True when synthesize_batch does one forward pass for many requests."""
         return False
@@ -98,6 +113,11 @@ class Engine(ABC):
     def synthesize_batch(self, requests: Sequence[SynthesisRequest]) -> list[Audio]:
         """One result per request, in order. Batching engines override this."""
         return [self.synthesize(r) for r in requests]
+
+    def synthesize_batch_pcm16(self, requests: Sequence[SynthesisRequest]) -> list[Pcm16]:
+        """:meth:`synthesize_batch` as 16-bit PCM. Engines that make PCM16 natively
+        (espeak) override this and skip the float round trip."""
+        return [to_pcm16(audio) for audio in self.synthesize_batch(requests)]
 
     def memory_hint(self) -> MemoryHint | None:
         """None when the engine does not use accelerator memory."""
