@@ -1,31 +1,12 @@
-"""Shared fixtures for the operator tests."""
+"""Shared fixtures for the operator tests (plain helpers live in operator_helpers.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from operator_helpers import EXAMPLES
 from voiceops_operator.settings import OperatorSettings
-from voiceops_operator.spec import KIND
-
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-
-
-def voiceservices_in(path: Path) -> list[dict[str, Any]]:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return [d for d in docs if d.get("kind") == KIND]
-
-
-def manifest(spec: dict[str, Any] | None = None, name: str = "tts") -> dict[str, Any]:
-    return {
-        "apiVersion": "voiceops.io/v1alpha1",
-        "kind": KIND,
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": spec if spec is not None else {},
-    }
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import manifest
+from operator_helpers import manifest
 from voiceops_contract import metrics, pod
 from voiceops_operator import build
 from voiceops_operator.build import Routing

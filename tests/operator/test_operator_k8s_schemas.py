@@ -6,8 +6,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-from conftest import manifest
 from kubernetes_validate.utils import ValidationError
+from operator_helpers import manifest
 from voiceops_operator import build
 from voiceops_operator.cli import render_documents
 from voiceops_operator.settings import OperatorSettings

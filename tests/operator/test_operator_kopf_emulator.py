@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from conftest import manifest
+from operator_helpers import manifest
 from operator_process import OperatorProcess, start_emulator
 from prometheus_client.parser import text_string_to_metric_families
 from voiceops_operator import build, diff

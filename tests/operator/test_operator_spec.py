@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import manifest
+from operator_helpers import manifest
 from voiceops_operator import spec
 from voiceops_operator.spec import InvalidSpec, parse_model_uri, parse_spec, parse_voiceservice
 
