@@ -156,6 +156,7 @@ class InlineCalls:
     """
 
     SMOOTHING = 0.2
+    MAX_SPEEDS = 64  # speeds with a learned rate; a new one past this evicts the oldest
 
     def __init__(
         self,
@@ -171,25 +172,27 @@ class InlineCalls:
         self._max_block = max_block_seconds
         self._faults = faults
         self._lock = threading.Lock()  # observe() runs in worker threads too
-        self._seconds_per_char: float | None = None  # at speed 1.0
+        # Seconds per input character, learned per speed: an engine's time does not
+        # follow 1/speed (espeak clamps its rate to 80-450 wpm and is 3x slower at
+        # 450 than at 440), so a rate learned at one speed says nothing of another.
+        self._seconds_per_char: dict[float, float] = {}
 
     def estimate_seconds(self, request: SynthesisRequest) -> float | None:
-        """Expected duration of one call (None until a call has been measured)."""
-        rate = self._seconds_per_char
-        if rate is None:
-            return None
-        # Engines make speech of length ~1/speed, and their time follows the audio.
-        return rate * len(request.text) / max(request.speed, 0.25)
+        """Expected duration of one call (None until a call at its speed was measured)."""
+        rate = self._seconds_per_char.get(request.speed)
+        return None if rate is None else rate * len(request.text)
 
     def observe(self, request: SynthesisRequest, seconds: float) -> None:
         if not self._enabled or not request.text:
             return
-        rate = seconds * max(request.speed, 0.25) / len(request.text)
+        rate = seconds / len(request.text)
         with self._lock:
-            previous = self._seconds_per_char
+            previous = self._seconds_per_char.pop(request.speed, None)
             if previous is not None:
                 rate = self.SMOOTHING * rate + (1 - self.SMOOTHING) * previous
-            self._seconds_per_char = rate
+            elif len(self._seconds_per_char) >= self.MAX_SPEEDS:
+                del self._seconds_per_char[next(iter(self._seconds_per_char))]
+            self._seconds_per_char[request.speed] = rate  # re-inserted: most recent last
 
     def allows(self, request: SynthesisRequest) -> bool:
         if not self._enabled or not self._runner.idle or not self._alone():

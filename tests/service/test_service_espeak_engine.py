@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -95,3 +96,103 @@ def test_phonemize_and_synthesis_share_one_library_safely() -> None:
         sizes = pool.map(lambda _: library.synthesize("Good morning.", "en-us").size, range(8))
         assert set(phonemes) == {"ɡˈʊd mˈɔːɹnɪŋ."}
         assert all(abs(size - reference) < 0.05 * reference for size in sizes)
+
+
+# --- native 16-bit PCM ---------------------------------------------------------------------
+
+
+class PcmRecorder:
+    """Test double around the real ``EspeakLibrary.synthesize_pcm16``: records each answer.
+
+    espeak-ng's output jitters by a few samples between identical calls, so
+    "the same audio" can only be compared within one call.
+    """
+
+    def __init__(self, real: Callable[..., bytes]) -> None:
+        self.real = real
+        self.calls: list[tuple[tuple[object, ...], bytes]] = []
+
+    def __call__(self, *args: object) -> bytes:
+        pcm = self.real(*args)
+        self.calls.append((args, pcm))
+        return pcm
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> PcmRecorder:
+    library = get_espeak()
+    recorder = PcmRecorder(library.synthesize_pcm16)
+    monkeypatch.setattr(library, "synthesize_pcm16", recorder)
+    return recorder
+
+
+def test_library_pcm16_is_even_length_speech() -> None:
+    pcm = get_espeak().synthesize_pcm16(SENTENCE, "en-us")
+    assert isinstance(pcm, bytes)
+    assert len(pcm) % 2 == 0
+    samples = np.frombuffer(pcm, dtype="<i2")
+    seconds = samples.size / get_espeak().sample_rate
+    assert 1.5 <= WORDS / seconds <= 5.0, seconds
+    assert rms(samples / 32768.0) > 0.02
+
+
+def test_library_float_audio_is_its_pcm16_over_32768(recorder: PcmRecorder) -> None:
+    audio = get_espeak().synthesize(SENTENCE, "en-us", 200)
+    assert len(recorder.calls) == 1
+    args, pcm = recorder.calls[0]
+    assert args == (SENTENCE, "en-us", 200)
+    assert audio.dtype == np.float32
+    assert np.array_equal(np.frombuffer(pcm, dtype="<i2"), np.round(audio * 32768))
+    assert float(audio.min()) >= -1.0
+    assert float(audio.max()) < 1.0
+
+
+def test_engine_pcm16_is_the_library_output_for_voice_and_speed(
+    engine: EspeakEngine, recorder: PcmRecorder
+) -> None:
+    pcm = engine.synthesize_pcm16(SynthesisRequest(text=SENTENCE, voice="de", speed=2.0))
+    assert recorder.calls == [((SENTENCE, "de", rate_for_speed(2.0)), pcm)]
+    default = engine.synthesize_pcm16(SynthesisRequest(text=SENTENCE))
+    assert recorder.calls[1] == ((SENTENCE, "en-us", 175), default)
+
+
+def test_engine_pcm16_honours_speed_and_voice(engine: EspeakEngine) -> None:
+    normal = len(engine.synthesize_pcm16(SynthesisRequest(text=SENTENCE)))
+    fast = len(engine.synthesize_pcm16(SynthesisRequest(text=SENTENCE, speed=2.0)))
+    slow = len(engine.synthesize_pcm16(SynthesisRequest(text=SENTENCE, speed=0.5)))
+    assert fast < 0.7 * normal
+    assert slow > 1.5 * normal
+    float_samples = engine.synthesize(SynthesisRequest(text=SENTENCE)).size
+    assert abs(normal // 2 - float_samples) <= 0.05 * float_samples  # same speech either way
+    german = engine.synthesize_pcm16(SynthesisRequest(text="Tomato", voice="de"))
+    american = engine.synthesize_pcm16(SynthesisRequest(text="Tomato", voice="en-us"))
+    assert rms(np.frombuffer(german, dtype="<i2") / 32768.0) > 0.01
+    assert german != american
+
+
+def test_engine_batch_pcm16_answers_each_request_in_order(
+    engine: EspeakEngine, recorder: PcmRecorder
+) -> None:
+    batch = [
+        SynthesisRequest(text="Hi."),
+        SynthesisRequest(text=SENTENCE, voice="en-gb", speed=1.5),
+        SynthesisRequest(text="One two three.", voice="fr-fr"),
+    ]
+    results = engine.synthesize_batch_pcm16(batch)
+    assert [args for args, _ in recorder.calls] == [
+        ("Hi.", "en-us", 175),
+        (SENTENCE, "en-gb", rate_for_speed(1.5)),
+        ("One two three.", "fr-fr", 175),
+    ]
+    assert results == [pcm for _, pcm in recorder.calls]
+    assert all(isinstance(pcm, bytes) and len(pcm) % 2 == 0 for pcm in results)
+    assert len(results[0]) < len(results[1])
+
+
+def test_unknown_voice_is_refused_for_pcm16(engine: EspeakEngine) -> None:
+    with pytest.raises(UnknownVoiceError, match="no-such-voice"):
+        engine.synthesize_pcm16(SynthesisRequest(text="hi", voice="no-such-voice"))
+    with pytest.raises(UnknownVoiceError, match="no-such-voice"):
+        engine.synthesize_batch_pcm16(
+            [SynthesisRequest(text="hi"), SynthesisRequest(text="hi", voice="no-such-voice")]
+        )

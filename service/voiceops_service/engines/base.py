@@ -82,9 +82,9 @@ class Engine(ABC):
 
     @property
     def short_cpu_calls(self) -> bool:
-        """True when a call is a few ms of CPU work that never waits on an accelerator
-        or a lock shared with other work, so the service may run it on its event loop
-        while nothing else is in flight (see ``synthesis.InlineCalls``)."""
+        """True when a call is milliseconds of CPU work that never waits on an
+        accelerator or on a lock other work holds for long, so the service may run
+        it on its event loop while nothing else is in flight (``synthesis.InlineCalls``)."""
         return False
 
     @property
