@@ -28,8 +28,10 @@ def test_wav_and_flac_round_trip(fmt: str) -> None:
 
 
 def test_pcm_is_s16le_and_clipped() -> None:
-    pcm = encode(np.array([0.0, 1.0, -1.0, 2.0], dtype=np.float32), 22050, "pcm")
-    assert struct.unpack("<4h", pcm) == (0, 32767, -32767, 32767)
+    audio = np.array([0.0, 1.0, -1.0, 2.0, -2.0, 0.5, 1 / 65536, -3 / 65536], dtype=np.float32)
+    pcm = encode(audio, 22050, "pcm")
+    # x * 32768, rounded (half to even), clipped to int16: the inverse of PCM16 / 32768
+    assert struct.unpack("<8h", pcm) == (0, 32767, -32768, 32767, -32768, 16384, 0, -2)
 
 
 def test_streaming_header_says_unknown_length() -> None:

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from voiceops_service.engines.base import SynthesisRequest, UnknownVoiceError
+from voiceops_service.engines.base import SynthesisRequest, UnknownVoiceError, to_pcm16
 from voiceops_service.engines.espeak import EspeakEngine, rate_for_speed
 from voiceops_service.engines.espeak_lib import get_espeak, phonemize
 
@@ -196,3 +196,10 @@ def test_unknown_voice_is_refused_for_pcm16(engine: EspeakEngine) -> None:
         engine.synthesize_batch_pcm16(
             [SynthesisRequest(text="hi"), SynthesisRequest(text="hi", voice="no-such-voice")]
         )
+
+
+def test_float_audio_converts_back_to_the_native_pcm16_exactly() -> None:
+    library = get_espeak()
+    audio = library.synthesize("Round trips keep every sample.", "en-us")
+    pcm = np.round(audio * 32768).astype("<i2").tobytes()  # what espeak made natively
+    assert to_pcm16(audio) == pcm

@@ -136,7 +136,7 @@ def test_base_engine_pcm16_batch_is_to_pcm16_of_its_audio_clipped() -> None:
     batch = [SynthesisRequest(text="a"), SynthesisRequest(text="b")]
     pcm = engine.synthesize_batch_pcm16(batch)
     assert pcm == [to_pcm16(engine.audio)] * 2
-    assert samples(pcm[0]).tolist() == [0, 16383, -16383, 32767, -32767, 32767, -32767]
+    assert samples(pcm[0]).tolist() == [0, 16384, -16384, 32767, -32768, 32767, -32768]
     assert engine.calls == [["a", "b"]]  # one synthesize_batch call under the hood
     assert not engine.short_cpu_calls
 

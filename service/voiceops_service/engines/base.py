@@ -20,9 +20,14 @@ Pcm16 = bytes  # the same audio as little-endian signed 16-bit samples (wav and 
 
 
 def to_pcm16(audio: Audio) -> Pcm16:
-    """Little-endian signed 16-bit samples (clipped to [-1, 1])."""
-    scaled = np.multiply(audio, 32767.0, dtype=np.float32)  # one temporary, clipped in place
-    np.clip(scaled, -32767.0, 32767.0, out=scaled)
+    """Little-endian signed 16-bit samples: x * 32768 rounded, clipped to the int16 range.
+
+    The exact inverse of PCM16 / 32768 (how espeak's float audio is made), so
+    float and native PCM16 paths give the same bytes.
+    """
+    scaled = np.multiply(audio, 32768.0, dtype=np.float32)  # one temporary, edited in place
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768.0, 32767.0, out=scaled)
     return scaled.astype("<i2").tobytes()
 
 
