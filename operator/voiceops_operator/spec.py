@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -52,12 +53,138 @@ CIDR_PATTERN = (
     r"|^[0-9a-fA-F]*:[0-9a-fA-F:.]*/(12[0-8]|1[01][0-9]|[1-9]?[0-9])$"
 )
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_VALUE_MAX_LENGTH = 63
+
+# Label keys (and annotation keys) are Kubernetes "qualified names"
+# (k8s.io/apimachinery/pkg/util/validation.IsQualifiedName): an optional prefix
+# and "/", then a name. The prefix is a DNS-1123 subdomain of at most 253
+# characters, the name at most 63 characters of [-A-Za-z0-9_.], alphanumeric at
+# both ends. The patterns are RE2 (OpenAPI `pattern` and CEL `matches()` in the
+# API server) and Python re alike: no lookahead, no escapes (`[.]`, not `\.`).
+LABEL_NAME_MAX_LENGTH = 63
+LABEL_PREFIX_MAX_LENGTH = 253
+LABEL_KEY_MAX_LENGTH = LABEL_PREFIX_MAX_LENGTH + 1 + LABEL_NAME_MAX_LENGTH
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = rf"{_DNS1123_LABEL}([.]{_DNS1123_LABEL})*"
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"  # 1 to 63 characters
+# The whole rule but the prefix's 253-character limit: a regular expression without
+# lookahead cannot bound the length of one part while it checks that part's form
+# (maxLength bounds only the whole key, to 317). LABEL_KEY_PREFIX_PATTERN does, so
+# the CRD checks it in CEL and pydantic in label_key_problems().
+LABEL_KEY_PATTERN = rf"^({_DNS1123_SUBDOMAIN}/)?{_LABEL_NAME}$"
+LABEL_KEY_PREFIX_PATTERN = rf"^([^/]{{1,{LABEL_PREFIX_MAX_LENGTH}}}/)?[^/]*$"
+LABEL_KEY_RULE = (
+    f"a label key, [prefix/]name: the optional prefix a DNS-1123 subdomain of at most "
+    f"{LABEL_PREFIX_MAX_LENGTH} characters (lower-case alphanumerics, '-' and '.', each "
+    "'.'-separated part starting and ending with an alphanumeric), the name 1 to "
+    f"{LABEL_NAME_MAX_LENGTH} characters of alphanumerics, '-', '_' and '.', starting and "
+    "ending with an alphanumeric (e.g. app, kubernetes.io/metadata.name)"
+)
+LABEL_VALUE_RULE = (
+    f"a label value: empty, or at most {LABEL_VALUE_MAX_LENGTH} characters of alphanumerics, "
+    "'-', '_' and '.', starting and ending with an alphanumeric"
+)
 
 Engine = Literal["vits", "espeak"]
 Tier = Literal["gpu", "fallback"]
 ActiveTier = Literal["gpu", "fallback", "both"]
 Phase = Literal["Pending", "Serving", "Degraded", "FailedOver", "Recovering"]
 PHASES: tuple[str, ...] = ("Pending", "Serving", "Degraded", "FailedOver", "Recovering")
+
+
+_LABEL_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS1123_SUBDOMAIN_RE = re.compile(_DNS1123_SUBDOMAIN)
+_LABEL_VALUE_RE = re.compile(LABEL_VALUE_PATTERN)
+
+
+def label_key_problems(key: str) -> list[str]:
+    """Why key is not a label key, worded like the API server's IsQualifiedName; [] if it is."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return ["has more than one '/' (a label key is [prefix/]name)"]
+    problems = []
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            problems.append("prefix part must be non-empty")
+        elif len(prefix) > LABEL_PREFIX_MAX_LENGTH:
+            problems.append(
+                f"prefix part must be no more than {LABEL_PREFIX_MAX_LENGTH} characters"
+            )
+        if prefix and not _DNS1123_SUBDOMAIN_RE.fullmatch(prefix):
+            problems.append(
+                "prefix part must be a DNS-1123 subdomain: lower-case alphanumerics, '-' and "
+                "'.', each '.'-separated part starting and ending with an alphanumeric"
+            )
+    name = parts[-1]
+    if not name:
+        problems.append("name part must be non-empty")
+    elif len(name) > LABEL_NAME_MAX_LENGTH:
+        problems.append(f"name part must be no more than {LABEL_NAME_MAX_LENGTH} characters")
+    if name and not _LABEL_NAME_RE.fullmatch(name):
+        problems.append(
+            "name part must consist of alphanumerics, '-', '_' and '.', and start and end "
+            "with an alphanumeric"
+        )
+    return problems
+
+
+def _bad_label_keys(labels: dict[str, str]) -> str:
+    bad = [f"{k!r} ({'; '.join(p)})" for k in labels if (p := label_key_problems(k))]
+    return "got " + ", ".join(bad)
+
+
+def _label_key(allow_empty: bool) -> Callable[[str], str]:
+    def check(key: str) -> str:
+        problems = [] if allow_empty and key == "" else label_key_problems(key)
+        if problems:
+            raise PydanticCustomError(
+                "label_key",
+                "{key} is not a label key ([prefix/]name, e.g. app or "
+                "kubernetes.io/metadata.name): {problems}",
+                {"key": repr(key), "problems": "; ".join(problems)},
+            )
+        return key
+
+    return check
+
+
+def _label_value(value: str) -> str:
+    if len(value) > LABEL_VALUE_MAX_LENGTH or not _LABEL_VALUE_RE.fullmatch(value):
+        raise PydanticCustomError(
+            "label_value", "{value} is not {rule}", {"value": repr(value), "rule": LABEL_VALUE_RULE}
+        )
+    return value
+
+
+# The OpenAPI schema checks the form (pattern) and the length; CEL rules on the
+# owning object check the prefix's length (LABEL_KEY_PREFIX_PATTERN).
+LabelKey = Annotated[
+    str,
+    AfterValidator(_label_key(allow_empty=False)),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": LABEL_KEY_MAX_LENGTH,
+            "pattern": LABEL_KEY_PATTERN,
+        }
+    ),
+]
+LabelKeyOrEmpty = Annotated[
+    str,
+    AfterValidator(_label_key(allow_empty=True)),
+    WithJsonSchema(
+        {"type": "string", "maxLength": LABEL_KEY_MAX_LENGTH, "pattern": f"^$|{LABEL_KEY_PATTERN}"}
+    ),
+]
+LabelValue = Annotated[
+    str,
+    AfterValidator(_label_value),
+    WithJsonSchema(
+        {"type": "string", "maxLength": LABEL_VALUE_MAX_LENGTH, "pattern": LABEL_VALUE_PATTERN}
+    ),
+]
 
 
 def _quantity_to_str(value: Any) -> Any:
@@ -91,13 +218,16 @@ class CrossFieldRule:
     """A rule over several fields: CEL for the API server, a predicate for Python.
 
     ``field`` is relative to the object the rule sits on (CEL ``fieldPath``),
-    ``message`` names the fields with their full ``spec.`` paths.
+    ``message`` names the fields with their full ``spec.`` paths. ``detail``, if
+    set, says what broke the rule (e.g. which map key); pydantic appends it to the
+    message, CEL messages cannot carry it.
     """
 
     rule: str  # CEL, evaluated with `self` = the object (camelCase keys)
     message: str
     field: str  # e.g. ".memoryHighRatio"
     holds: Callable[[Any], bool]
+    detail: Callable[[Any], str] | None = None
 
 
 def _gpu_keys(resources: ResourceRequirements, gpu_resource: str) -> list[str]:
@@ -146,6 +276,48 @@ SERVING_RULES = (
     ),
 )
 
+
+def _label_key_cel(key: str) -> str:
+    """CEL: key is a label key (the OpenAPI pattern, then the prefix's length)."""
+    return f"{key}.matches('{LABEL_KEY_PATTERN}') && {key}.matches('{LABEL_KEY_PREFIX_PATTERN}')"
+
+
+def _label_map_rule(
+    field: str, get: Callable[[Any], dict[str, str]], path: str = ""
+) -> CrossFieldRule:
+    """Every key of the map `field` (camelCase) is a label key.
+
+    Structural schemas cannot constrain map keys (no propertyNames), so this is CEL.
+    ``path`` is the map's full ``spec.`` path, or "" where the object sits in several
+    places (the message then names no field and is reported where it sits).
+    """
+    subject = f"{path} keys" if path else "keys"
+    return CrossFieldRule(
+        rule=f"!has(self.{field}) || self.{field}.all(k, {_label_key_cel('k')})",
+        message=f"{subject} must each be {LABEL_KEY_RULE}",
+        field=f".{field}",
+        holds=lambda o: not any(label_key_problems(k) for k in get(o)),
+        detail=lambda o: _bad_label_keys(get(o)),
+    )
+
+
+# A label key in a string field: the OpenAPI pattern checks its form, CEL the
+# prefix's length; pydantic checks both in the field's type (LabelKey).
+def _label_key_prefix_rule(field: str, get: Callable[[Any], str]) -> CrossFieldRule:
+    return CrossFieldRule(
+        rule=f"self.{field}.matches('{LABEL_KEY_PREFIX_PATTERN}')",
+        message=f"has a prefix (before '/') longer than {LABEL_PREFIX_MAX_LENGTH} characters; "
+        f"it must be {LABEL_KEY_RULE}",
+        field=f".{field}",
+        holds=lambda o: re.fullmatch(LABEL_KEY_PREFIX_PATTERN, get(o)) is not None,
+    )
+
+
+LABEL_SELECTOR_RULES = (_label_map_rule("matchLabels", lambda s: s.match_labels),)
+GPU_RULES = (_label_map_rule("nodeSelector", lambda g: g.node_selector, "spec.gpu.nodeSelector"),)
+TOLERATION_RULES = (_label_key_prefix_rule("key", lambda t: t.key),)
+
+
 # Kubernetes refuses these when the NetworkPolicy is created; refusing the spec
 # instead keeps a bad selector from failing the reconcile at its first child.
 SELECTOR_REQUIREMENT_RULES = (
@@ -156,7 +328,9 @@ SELECTOR_REQUIREMENT_RULES = (
         field=".values",
         holds=lambda r: (r.operator in ("In", "NotIn")) == bool(r.values),
     ),
+    _label_key_prefix_rule("key", lambda r: r.key),
 )
+
 
 # A peer sits in a list: "[*]" in a message stands for its index (pydantic fills
 # it in; the API server prefixes the indexed path to the CEL message).
@@ -284,8 +458,11 @@ class _Model(BaseModel):
     def _cross_field(self) -> Any:
         for rule in type(self).__rules__:
             if not rule.holds(self):
+                message = rule.message
+                if rule.detail is not None:
+                    message = f"{message}; {rule.detail(self)}"
                 raise PydanticCustomError(
-                    "cross_field", "{message}", {"message": rule.message, "field": rule.field}
+                    "cross_field", "{message}", {"message": message, "field": rule.field}
                 )
         return self
 
@@ -345,11 +522,15 @@ class ModelSpec(_Model):
 class Toleration(_Model):
     """A Kubernetes toleration for the GPU nodes' taints."""
 
-    key: str = Field(default="", max_length=316, description="Taint key; empty matches all keys.")
+    __rules__: ClassVar[tuple[CrossFieldRule, ...]] = TOLERATION_RULES
+
+    key: LabelKeyOrEmpty = Field(
+        default="", description="Taint key (a label key); empty matches all keys."
+    )
     operator: Literal["Exists", "Equal"] = Field(
         default="Equal", description="Exists (any value) or Equal (value must match)."
     )
-    value: str = Field(default="", max_length=63, description="Taint value for Equal.")
+    value: LabelValue = Field(default="", description="Taint value for Equal (a label value).")
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
         default="", description="Taint effect to tolerate; empty matches all effects."
     )
@@ -362,6 +543,8 @@ class Toleration(_Model):
 
 class GpuSpec(_Model):
     """GPU request and placement of the GPU tier."""
+
+    __rules__: ClassVar[tuple[CrossFieldRule, ...]] = GPU_RULES
 
     count: int = Field(
         default=1,
@@ -376,10 +559,10 @@ class GpuSpec(_Model):
         pattern=RESOURCE_NAME_PATTERN,
         description="Extended resource that the device plugin advertises.",
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[str, LabelValue] = Field(
         default_factory=dict,
         max_length=32,
-        description="Node labels a GPU-tier pod requires, e.g. "
+        description="Node labels a GPU-tier pod requires (label keys and values), e.g. "
         "{nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}.",
     )
     tolerations: list[Toleration] = Field(
@@ -645,11 +828,11 @@ class LabelSelectorRequirement(_Model):
 
     __rules__: ClassVar[tuple[CrossFieldRule, ...]] = SELECTOR_REQUIREMENT_RULES
 
-    key: str = Field(min_length=1, max_length=317, description="Label key.")
+    key: LabelKey = Field(description="Label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="In, NotIn, Exists or DoesNotExist."
     )
-    values: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+    values: list[LabelValue] = Field(
         default_factory=list,
         max_length=64,
         description="Label values: non-empty for In and NotIn, empty for Exists and DoesNotExist.",
@@ -659,12 +842,12 @@ class LabelSelectorRequirement(_Model):
 class LabelSelector(_Model):
     """A Kubernetes label selector; an empty selector ({}) selects everything."""
 
-    match_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = (
-        Field(
-            default_factory=dict,
-            max_length=64,
-            description="Labels that must all match, e.g. {app: gateway}.",
-        )
+    __rules__: ClassVar[tuple[CrossFieldRule, ...]] = LABEL_SELECTOR_RULES
+
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Labels (label keys and values) that must all match, e.g. {app: gateway}.",
     )
     match_expressions: list[LabelSelectorRequirement] = Field(
         default_factory=list,
