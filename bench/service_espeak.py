@@ -10,8 +10,9 @@ baseline), so every ratio compares numbers from the same machine and moment:
   ``engine.synthesize_pcm16`` (espeak's native output); the float call
   ``engine.synthesize`` is shown beside it;
 * HTTP overhead at p50: (HTTP p50 - direct p50) / direct p50 (goal <= 10 %),
-  and a paired estimate (median of each HTTP time minus the direct call just
-  before it, over direct p50) that is robust to load drift on a shared box.
+  and a paired estimate (median of each HTTP time minus the direct call of the
+  same round, over direct p50) that is robust to load drift on a shared box.
+  Every round runs the paths, the direct calls included, in a new random order.
   The HTTP client is a lean keep-alive socket client (what curl or a Go client
   costs); the stdlib ``http.client`` row shows what a Python client adds;
 * the same for ``_asgi_floor_server.py``, a bare ASGI app that does only
@@ -33,6 +34,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import socket
 import statistics
 import subprocess
@@ -187,28 +189,35 @@ def measure_latency(
 
         return call
 
-    http_paths: dict[str, Callable[[], None]] = {
+    def direct_pcm16() -> None:
+        engine.synthesize_pcm16(request)
+
+    def direct_float() -> None:
+        engine.synthesize(request)
+
+    paths: dict[str, Callable[[], None]] = {
+        "direct": direct_pcm16,
+        "float": direct_float,
         "wav": over_lean("wav"),
         "pcm": over_lean("pcm"),
         "pcm_stdlib": over_stdlib,
         "pcm_worker": over_lean("pcm_worker"),
         "floor": over_lean("floor"),
     }
-    latencies: dict[str, list[float]] = {name: [] for name in ("direct", "float", *http_paths)}
+    http_paths = [name for name in paths if name not in ("direct", "float")]
+    latencies: dict[str, list[float]] = {name: [] for name in paths}
     audio_seconds = len(engine.synthesize_pcm16(request)) / 2 / engine.sample_rate
     warmup = 5
+    order = list(paths.items())
+    shuffler = random.Random(20261125)
     for index in range(requests + warmup):
-        started = time.perf_counter()
-        engine.synthesize(request)
-        elapsed = {"float": time.perf_counter() - started}
-        started = time.perf_counter()
-        engine.synthesize_pcm16(request)
-        elapsed["direct"] = time.perf_counter() - started
-        # Rotate which path goes first: the first request after the direct call
-        # meets caches that call has just evicted.
-        order = list(http_paths.items())
-        shift = index % len(order)
-        for name, call in order[shift:] + order[:shift]:
+        # A new random order every round, the direct calls included. Each call evicts
+        # the others' caches and an espeak call right after another in the same
+        # process runs ~10 % faster, so in any fixed order (even rotated) the path
+        # that follows its own kind (pcm after wav on one server, say) looks cheaper.
+        shuffler.shuffle(order)
+        elapsed: dict[str, float] = {}
+        for name, call in order:
             started = time.perf_counter()
             call()
             elapsed[name] = time.perf_counter() - started
@@ -219,8 +228,8 @@ def measure_latency(
         client.close()
     stdlib.close()
     summary = {name: summarise(values, audio_seconds) for name, values in latencies.items()}
-    # Paired estimate: each HTTP request against the direct call made just before it,
-    # so machine-load drift between iterations cancels out (p50s alone swing ±10 %).
+    # Paired estimate: each HTTP request against the direct call of the same round,
+    # so machine-load drift between rounds cancels out (p50s alone swing ±10 %).
     direct_p50 = statistics.median(latencies["direct"])
     for name in http_paths:
         extra = [h - d for h, d in zip(latencies[name], latencies["direct"], strict=True)]
@@ -371,7 +380,7 @@ def main() -> None:
         f"pcm {latency['pcm']['paired_overhead']:+.1%}"
     )
     print(
-        "paired = median of (HTTP time - the direct call just before it) / direct p50; "
+        "paired = median of (HTTP time - the direct call in the same round) / direct p50; "
         "floor = a bare ASGI app + one worker thread"
     )
     print(

@@ -138,9 +138,10 @@ class EngineRunner:
 class InlineCalls:
     """Decides when an engine call runs on the event loop instead of in a worker thread.
 
-    Handing a call to a worker and back costs two thread wake-ups: 0.4-0.8 ms on
-    the 2-vCPU VM bench/service_espeak.py runs on, about half of the service's
-    HTTP overhead over a 15 ms espeak call. While nothing else is in flight the
+    Handing a call to a worker and back costs two thread wake-ups: 0.5-0.9 ms a
+    request at p50 on the 2-vCPU VM bench/service_espeak.py runs on (a server
+    with this off, in the same run), 4-7 % of a 12-20 ms espeak call and about
+    half of the service's HTTP overhead. While nothing else is in flight the
     loop has nothing to do during the call, so it may as well make it. Only when
     all of these hold:
 
