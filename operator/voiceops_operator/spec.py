@@ -315,7 +315,36 @@ def _label_key_prefix_rule(field: str, get: Callable[[Any], str]) -> CrossFieldR
 
 LABEL_SELECTOR_RULES = (_label_map_rule("matchLabels", lambda s: s.match_labels),)
 GPU_RULES = (_label_map_rule("nodeSelector", lambda g: g.node_selector, "spec.gpu.nodeSelector"),)
-TOLERATION_RULES = (_label_key_prefix_rule("key", lambda t: t.key),)
+# What the API server's ValidateTolerations (k8s.io/kubernetes/pkg/apis/core/validation)
+# refuses in a pod spec, refused here instead of when the GPU Deployment is created.
+# An empty key with the default operator (Equal) is refused, not turned into Exists:
+# a toleration with no key and Exists tolerates every taint on every node, which
+# should be written down, not inferred from a forgotten key; and an absent operator
+# keeps meaning Equal, as in a pod spec (an OpenAPI default cannot depend on key).
+TOLERATION_RULES = (
+    _label_key_prefix_rule("key", lambda t: t.key),
+    CrossFieldRule(
+        rule="self.key != '' || self.operator == 'Exists'",
+        message="must be Exists when key is empty (operator defaults to Equal, which needs "
+        "a key): set key to the taint's key, or operator: Exists to tolerate every taint",
+        field=".operator",
+        holds=lambda t: t.key != "" or t.operator == "Exists",
+    ),
+    CrossFieldRule(
+        rule="self.operator != 'Exists' || self.value == ''",
+        message="must be empty when operator is Exists (Exists matches any value): drop "
+        "value, or use operator: Equal to match it",
+        field=".value",
+        holds=lambda t: t.operator != "Exists" or t.value == "",
+    ),
+    CrossFieldRule(
+        rule="!has(self.tolerationSeconds) || self.effect == 'NoExecute'",
+        message="must be NoExecute when tolerationSeconds is set (tolerationSeconds is how "
+        "long the pod stays on a node after a NoExecute taint appears)",
+        field=".effect",
+        holds=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+    ),
+)
 
 
 # Kubernetes refuses these when the NetworkPolicy is created; refusing the spec
@@ -525,19 +554,28 @@ class Toleration(_Model):
     __rules__: ClassVar[tuple[CrossFieldRule, ...]] = TOLERATION_RULES
 
     key: LabelKeyOrEmpty = Field(
-        default="", description="Taint key (a label key); empty matches all keys."
+        default="",
+        description="Taint key (a label key). Empty matches all keys and needs operator "
+        "Exists: {operator: Exists} tolerates every taint.",
     )
     operator: Literal["Exists", "Equal"] = Field(
-        default="Equal", description="Exists (any value) or Equal (value must match)."
+        default="Equal",
+        description="Exists (any value; value must be empty) or Equal (value must match; "
+        "needs a key).",
     )
-    value: LabelValue = Field(default="", description="Taint value for Equal (a label value).")
+    value: LabelValue = Field(
+        default="", description="Taint value for Equal (a label value); empty for Exists."
+    )
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
-        default="", description="Taint effect to tolerate; empty matches all effects."
+        default="",
+        description="Taint effect to tolerate; empty matches all effects. Must be NoExecute "
+        "when tolerationSeconds is set.",
     )
     toleration_seconds: int | None = Field(
         default=None,
         ge=0,
-        description="For NoExecute: how long the pod stays bound after the taint appears.",
+        description="Only with effect NoExecute: how long the pod stays bound after the "
+        "taint appears; unset = forever.",
     )
 
 
@@ -568,7 +606,8 @@ class GpuSpec(_Model):
     tolerations: list[Toleration] = Field(
         default_factory=list,
         max_length=32,
-        description="Tolerations for tainted GPU nodes.",
+        description="Tolerations for tainted GPU nodes, e.g. [{key: nvidia.com/gpu, "
+        "operator: Exists, effect: NoSchedule}].",
     )
 
 
