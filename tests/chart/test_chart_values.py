@@ -109,6 +109,15 @@ def test_schema_knows_every_default_value() -> None:
             "/prometheusRule/gpuMemoryCriticalRatio",
         ),
         ({"networkPolicy": {"apiServerPorts": [70000]}}, "/networkPolicy/apiServerPorts/0"),
+        # The API server's toleration rules, so `helm install` fails, not the Deployment.
+        ({"tolerations": [{"effect": "NoSchedule"}]}, "/tolerations/0"),
+        ({"tolerations": [{"key": "", "operator": "Equal"}]}, "/tolerations/0"),
+        ({"tolerations": [{"operator": "Exists", "value": "x"}]}, "/tolerations/0"),
+        ({"tolerations": [{"key": "k", "value": "v", "tolerationSeconds": 5}]}, "/tolerations/0"),
+        (
+            {"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]},
+            "/tolerations/0",
+        ),
     ],
 )
 def test_schema_rejects_bad_values_with_the_field_named(
@@ -117,3 +126,18 @@ def test_schema_rejects_bad_values_with_the_field_named(
     result = helm_template(values, check=False)
     assert result.returncode != 0, f"helm accepted {values}"
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "toleration",
+    [
+        {"operator": "Exists"},
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"},
+        {"key": "dedicated", "value": "ops", "effect": "NoSchedule"},
+        {"key": "k", "value": "v", "effect": "NoExecute", "tolerationSeconds": 30},
+    ],
+)
+def test_schema_admits_tolerations_the_api_server_admits(toleration: dict[str, Any]) -> None:
+    result = helm_template({"tolerations": [toleration]}, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "tolerations:" in result.stdout
