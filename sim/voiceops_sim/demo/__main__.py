@@ -1,0 +1,8 @@
+"""``python -m voiceops_sim.demo``: run the demo (``make demo``)."""
+
+import sys
+
+from .runner import main
+
+if __name__ == "__main__":
+    sys.exit(main())
