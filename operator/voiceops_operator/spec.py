@@ -47,6 +47,7 @@ RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 PVC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 _IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 CIDR_PATTERN = (
     rf"^({_IPV4}\.){{3}}{_IPV4}/(3[0-2]|[12]?[0-9])$"
@@ -845,7 +846,12 @@ class SecretKeyRef(_Model):
         default="", max_length=253, description="Secret name.", pattern=r"^$|" + PVC_NAME_PATTERN
     )
     key: str = Field(
-        default="token", min_length=1, max_length=253, description="Key in the Secret."
+        default="token",
+        min_length=1,
+        max_length=253,
+        # The API server's rule for Secret data keys (IsConfigMapKey).
+        pattern=SECRET_KEY_PATTERN,
+        description="Key in the Secret: letters, digits, '-', '_' and '.'.",
     )
 
 

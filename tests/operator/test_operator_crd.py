@@ -168,6 +168,10 @@ INVALID = [
     ({"model": {"engine": "espeak", "precision": "fp16"}}, "model.precision"),
     ({"model": {"precision": "bf16"}}, "model.precision"),
     ({"faultInjection": {"enabled": True}}, "tokenSecretRef.name"),
+    (
+        {"faultInjection": {"tokenSecretRef": {"name": "faults", "key": "a/b"}}},
+        "tokenSecretRef.key",
+    ),
     ({"model": {"engine": "tacotron"}}, "model.engine"),
     ({"failover": {"memoryHighRatio": 1.5}}, "memoryHighRatio"),
     ({"replicas": -1}, "replicas"),

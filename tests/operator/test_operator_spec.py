@@ -110,6 +110,11 @@ def test_quantities_accept_numbers_and_store_strings() -> None:
             "spec.faultInjection.tokenSecretRef.name",
             "required",
         ),
+        (  # a Secret data key (the API server's IsConfigMapKey rule)
+            {"faultInjection": {"tokenSecretRef": {"name": "faults", "key": "token file"}}},
+            "spec.faultInjection.tokenSecretRef.key",
+            "pattern",
+        ),
     ],
 )
 def test_invalid_specs_name_their_field(raw: dict, field: str, words: str) -> None:
