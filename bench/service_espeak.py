@@ -18,6 +18,8 @@ baseline), so every ratio compares numbers from the same machine and moment:
 * the same for ``_asgi_floor_server.py``, a bare ASGI app that does only
   "HTTP + engine in a worker thread + PCM": this machine's floor for any
   threaded Python server, so the service's own share of the overhead shows;
+* /healthz latency while one client sends speech back to back, with inline
+  engine calls on and off (what running espeak on the event loop costs probes);
 * requests/s at increasing concurrency with 200 and 429 counts: the server runs
   with a small admission limit so the point where it starts shedding shows.
 
@@ -39,6 +41,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -273,6 +276,50 @@ class RawConnection:
             await self.writer.wait_closed()
 
 
+def measure_probe_latency(port: int, probes: int) -> dict[str, float]:
+    """/healthz latency while one client sends speech requests back to back.
+
+    With inline engine calls the event loop makes each espeak call itself, so a
+    probe can wait for the call in progress; this shows what that costs a probe
+    (compare the server with inline calls off). Probes go every 7 ms, out of step
+    with the ~15 ms requests.
+    """
+    stop = threading.Event()
+    body = json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": "pcm"}).encode()
+
+    def speak() -> None:
+        client = LeanClient(port)
+        try:
+            while not stop.is_set():
+                client.post("/v1/audio/speech", body)
+        finally:
+            client.close()
+
+    speaker = threading.Thread(target=speak, daemon=True)
+    speaker.start()
+    probe = http.client.HTTPConnection("127.0.0.1", port, 10)
+    times: list[float] = []
+    try:
+        for _ in range(probes):
+            started = time.perf_counter()
+            probe.request("GET", "/healthz")
+            response = probe.getresponse()
+            response.read()
+            times.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise SystemExit(f"/healthz answered {response.status}")
+            time.sleep(0.007)
+    finally:
+        stop.set()
+        speaker.join(timeout=30)
+        probe.close()
+    return {
+        "p50_ms": statistics.median(times) * 1000,
+        "p99_ms": percentile(times, 0.99) * 1000,
+        "max_ms": max(times) * 1000,
+    }
+
+
 async def measure_throughput(
     port: int, concurrency: int, seconds: float, *, honour_retry_after: bool
 ) -> dict[str, float]:
@@ -319,6 +366,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=200, help="latency samples per path")
     parser.add_argument("--seconds", type=float, default=4.0, help="per concurrency level")
+    parser.add_argument("--probes", type=int, default=300, help="/healthz samples per server")
     parser.add_argument("--max-concurrency", type=int, default=2, help="server admission limit")
     parser.add_argument("--max-queue", type=int, default=8, help="server queue bound")
     args = parser.parse_args()
@@ -332,6 +380,10 @@ def main() -> None:
     floor_server = start_floor_server(floor_port)
     try:
         latency = measure_latency(port, worker_port, floor_port, args.requests)
+        probe_latency = {
+            "inline": measure_probe_latency(port, args.probes),
+            "worker": measure_probe_latency(worker_port, args.probes),
+        }
         for process in (worker_server, floor_server):
             process.terminate()
             process.wait(timeout=10)
@@ -383,6 +435,14 @@ def main() -> None:
         "paired = median of (HTTP time - the direct call in the same round) / direct p50; "
         "floor = a bare ASGI app + one worker thread"
     )
+    print("\n/healthz while one client sends speech requests back to back")
+    modes = (("inline", "inline calls on (default)"), ("worker", "every call in a worker"))
+    for mode, label in modes:
+        row = probe_latency[mode]
+        print(
+            f"  {label:<28} p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+            f"max {row['max_ms']:.2f} ms"
+        )
     print(
         f"\nthroughput (server max_concurrency={args.max_concurrency}, "
         f"max_queue={args.max_queue}, {args.seconds:g} s per level)"
@@ -407,6 +467,7 @@ def main() -> None:
                 "machine": machine,
                 "text_chars": len(TEXT_200),
                 "latency": latency,
+                "probe_latency": probe_latency,
                 "throughput": throughput,
                 "shedding_from_clients": shedding_from,
                 "server": {"max_concurrency": args.max_concurrency, "max_queue": args.max_queue},

@@ -47,16 +47,30 @@ log = logging.getLogger(__name__)
 
 
 class RequestMetricsMiddleware:
-    """Counts every HTTP answer as ``voiceops_requests_total{route, code}`` (route = template)."""
+    """Counts every HTTP answer as ``voiceops_requests_total{route, code}`` (route = template).
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    It sees every request but speech (probes, ``/metrics``, the info routes) and
+    keeps ``state.other_requests_in_flight``: while one is in flight, no engine
+    call runs on the event loop (``InlineCalls``), so a probe never waits for one
+    that starts after it arrived.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, state: ServiceState) -> None:
         self.app = app
         self.metrics = metrics
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        self.state.other_requests_in_flight += 1
+        try:
+            await self._counted(scope, receive, send)
+        finally:
+            self.state.other_requests_in_flight -= 1
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
 
         async def send_and_note(message: Message) -> None:
@@ -179,11 +193,10 @@ async def load_service(state: ServiceState) -> None:
         return
     state.engine, state.fallback, state.guard, state.runner = engine, fallback, guard, runner
     state.metrics.set_engine_info(engine.name, engine.default_voice, engine.version, engine.device)
-    admission = state.admission
     inline = InlineCalls(
         engine,
         runner,
-        alone=lambda: admission.running <= 1 and admission.waiting == 0,
+        alone=state.one_request_in_flight,
         max_block_seconds=settings.inline_call_max_ms / 1000,
         faults=state.faults,
     )
@@ -257,5 +270,5 @@ def create_app(
         app.include_router(faults_router)
     elif settings.fault_injection:
         log.warning("VOICEOPS_FAULT_INJECTION=true but VOICEOPS_FAULT_TOKEN is empty: faults off")
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # counts all but speech
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, state=state)  # all but speech
     return app

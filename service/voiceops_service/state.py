@@ -39,6 +39,7 @@ class ServiceState:
     speech: SpeechService | None = None
     load_error: str | None = None
     on_fatal: Callable[[str], None] | None = None
+    other_requests_in_flight: int = 0  # all but speech: probes, /metrics, info routes
     closers: list[Callable[[], object]] = field(default_factory=list)
 
     def not_ready_reasons(self) -> dict[str, str]:
@@ -63,6 +64,13 @@ class ServiceState:
                 f"in-process fallback engine: {fallback}"
             )
         return reasons
+
+    def one_request_in_flight(self) -> bool:
+        """At most one speech request admitted, none queued, and no other request in flight."""
+        admission = self.admission
+        return (
+            admission.running <= 1 and admission.waiting == 0 and self.other_requests_in_flight == 0
+        )
 
     def oldest_engine_call_seconds(self) -> float:
         """The longest-running engine call right now (direct or batched); 0 when idle."""

@@ -146,8 +146,9 @@ class InlineCalls:
     all of these hold:
 
     * the engine's calls are short CPU work (``Engine.short_cpu_calls``: espeak);
-    * this request is the only one admitted, none is queued, and no engine call
-      runs in a worker (one abandoned by a client that left still holds the engine);
+    * this request is the only one admitted, none is queued, no other request
+      (a probe, a ``/metrics`` scrape) is in flight, and no engine call runs in a
+      worker (one abandoned by a client that left still holds the engine);
     * no injected fault touches engine calls (delays and OOM retries sleep);
     * the call should take at most ``max_block_seconds``, estimated from recent
       calls, so probes, ``/metrics`` and new requests wait at most that long.

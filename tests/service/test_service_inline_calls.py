@@ -18,6 +18,8 @@ import httpx
 import numpy as np
 import pytest
 from service_helpers import ServiceProcess, metric_value, speech, start_service
+from starlette.types import Message, Receive, Scope, Send
+from voiceops_service.app import RequestMetricsMiddleware, create_app
 from voiceops_service.engines.base import (
     Audio,
     Engine,
@@ -29,6 +31,7 @@ from voiceops_service.engines.espeak import EspeakEngine
 from voiceops_service.faults import FaultState, FaultUpdate
 from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.resilience import OomGuard, OomPolicy
+from voiceops_service.settings import ServiceSettings
 from voiceops_service.synthesis import EngineRunner, InlineCalls, SpeechService
 
 SHORT = SynthesisRequest(text="Hello there.")  # 12 characters
@@ -530,3 +533,41 @@ def test_wav_length_header_and_riff_sizes_match_the_body(
     seconds = (len(body) - 44) / 2 / 22050
     words = len(text.split())
     assert 1.5 <= words / seconds <= 5.0, seconds  # every chunk is in the body
+
+
+# --- what "alone" means in the app: admission and the other routes ------------------------
+
+
+def test_one_request_in_flight_counts_admission_and_the_other_routes() -> None:
+    state = create_app(ServiceSettings(engine="espeak")).state.service
+    seen: list[tuple[int, bool]] = []
+
+    async def probe_route(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((state.other_requests_in_flight, state.one_request_in_flight()))
+        if scope["path"] == "/boom":
+            raise RuntimeError("route failed")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        return None
+
+    middleware = RequestMetricsMiddleware(probe_route, state.metrics, state)
+
+    async def main() -> None:
+        assert state.one_request_in_flight()
+        await middleware({"type": "http", "method": "GET", "path": "/healthz"}, receive, send)
+        with pytest.raises(RuntimeError):
+            await middleware({"type": "http", "method": "GET", "path": "/boom"}, receive, send)
+        assert state.other_requests_in_flight == 0  # released on success and on error
+        async with state.admission.slot():
+            assert state.one_request_in_flight()  # the speech request deciding is alone
+            async with state.admission.slot():
+                assert not state.one_request_in_flight()
+        assert state.one_request_in_flight()
+
+    asyncio.run(main())
+    assert seen == [(1, False), (1, False)]
