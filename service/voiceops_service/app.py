@@ -180,7 +180,7 @@ async def load_service(state: ServiceState) -> None:
             target_sample_rate=engine.sample_rate,
         )
         parallelism = settings.max_concurrency if engine.thread_safe else 1
-        runner = EngineRunner(parallelism, state.metrics, state.faults)
+        runner = EngineRunner(parallelism, state.metrics)
         batcher = _create_batcher(engine, guard, state)
         if batcher is not None and hasattr(batcher, "start"):
             await batcher.start()

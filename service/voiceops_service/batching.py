@@ -171,7 +171,10 @@ class DynamicBatcher:
     close = stop  # the app's lifespan calls close()
 
     def oldest_call_seconds(self) -> float:
-        """How long the current forward pass has run (0 when idle), for liveness."""
+        """How long the current forward pass has run (0 when idle), for liveness.
+
+        The pass includes the guard's injected ``engine_delay_seconds``, as a direct call does.
+        """
         with self._busy_lock:
             return 0.0 if self._busy_since is None else self._clock() - self._busy_since
 

@@ -1,8 +1,11 @@
 """Fault injection for chaos tests: present only when enabled and token-guarded (see api.faults).
 
-The state is owned by the app (``app.state.faults``); the OOM guard consumes
-``oom_next_calls``, the GPU monitor reads ``gpu_memory``, the engine runner
-honours ``engine_delay_seconds``.
+The state is owned by the app (``app.state.faults``). Engine-call faults
+(``engine_delay_seconds``, ``oom_next_calls``) apply in the OOM guard
+(``resilience.OomGuard.run_batch``), the one place every engine call passes,
+direct or batched. The GPU monitor reads ``gpu_memory`` (the batcher's memory
+cap reads the monitor); ``hang_seconds`` blocks the event loop and ``crash``
+exits the process (api.post_faults), whatever the engine.
 """
 
 from __future__ import annotations

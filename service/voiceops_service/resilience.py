@@ -16,6 +16,10 @@ PUBLIC API (the API layer and the batcher call engines only through this)::
 
 What a call goes through:
 
+0. Injected slowness (``engine_delay_seconds``): the calling worker sleeps that
+   long, once per call. Every engine call, direct (``EngineRunner``) or batched
+   (the batcher's worker), passes here, so a fault slows every engine alike, and
+   the sleeping call counts as running for liveness on either path.
 1. Degraded with a fallback engine: served by the fallback (resampled to the
    primary's rate), the primary is not touched.
 2. Otherwise the primary ``fn(batch)``. Injected faults (``oom_next_calls``)
@@ -217,6 +221,7 @@ class OomGuard:
         """One result per request (audio, or the exception for that request alone)."""
         items = list(batch)
         results: list[R | BaseException | None] = [None] * len(items)
+        self._inject_delay()
         if self._serve_from_fallback():
             return [self._fallback_item(item, from_audio) for item in items]
         self._run_group(fn, items, list(range(len(items))), results, from_audio)
@@ -236,6 +241,12 @@ class OomGuard:
 
     async def run(self, fn: BatchFn[Audio], request: SynthesisRequest) -> Audio:
         return await asyncio.to_thread(self.run_one, fn, request)
+
+    def _inject_delay(self) -> None:
+        """The injected ``engine_delay_seconds``: this worker really is busy meanwhile."""
+        delay = self._faults.engine_delay_seconds() if self._faults is not None else 0.0
+        if delay > 0:
+            self._sleep(delay)
 
     def _call_primary(self, fn: BatchFn[R], items: list[SynthesisRequest]) -> list[R]:
         if self._faults is not None and self._faults.consume_oom():

@@ -3,7 +3,8 @@
 ``SpeechService.synthesize_chunk`` sends a :class:`SynthesisRequest` either to
 the batcher (when the engine batches) or to the :class:`EngineRunner`, which
 runs ``OomGuard.run_one`` in a worker thread. Both paths go through the OOM
-guard, so recovery, OOM counting and the degraded fallback are the same.
+guard, so recovery, OOM counting, the degraded fallback and the injected
+engine-call faults (``engine_delay_seconds``, ``oom_next_calls``) are the same.
 
 BATCHER HOOK (``voiceops_service.batching``, written separately): when
 ``engine.supports_batching`` the app imports that module and calls
@@ -50,19 +51,20 @@ class EngineRunner:
     A caller cancelled while waiting for a worker is dropped; one cancelled
     while its call runs gets nothing back (a forward pass cannot be
     interrupted), and the worker slot frees when the call really ends.
+
+    Injected engine-call faults apply in the OOM guard, which the batcher's
+    calls pass through too.
     """
 
     def __init__(
         self,
         parallelism: int,
         metrics: ServiceMetrics,
-        faults: FaultState | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._gate = asyncio.Semaphore(parallelism)
         self._executor = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="engine")
         self._metrics = metrics
-        self._faults = faults
         self._clock = clock
         self._active: dict[int, float] = {}  # call id -> start time, for liveness
         self._active_lock = threading.Lock()
@@ -87,9 +89,6 @@ class EngineRunner:
             self._next_id += 1
             self._active[call_id] = self._clock()
         try:
-            delay = self._faults.engine_delay_seconds() if self._faults else 0.0
-            if delay > 0:
-                time.sleep(delay)  # injected slowness: the worker really is busy
             return fn()
         finally:
             with self._active_lock:

@@ -341,7 +341,7 @@ def test_inline_refused_while_faults_touch_engine_calls(
     espeak: EspeakEngine, fault: FaultUpdate
 ) -> None:
     faults = FaultState()
-    runner = EngineRunner(1, ServiceMetrics(), faults)
+    runner = EngineRunner(1, ServiceMetrics())
     try:
         inline = observed(InlineCalls(espeak, runner, lambda: True, 1.0, faults))
         faults.merge(FaultUpdate(hang_seconds=5))  # not an engine-call fault
