@@ -25,11 +25,18 @@ ENV_FALLBACK_ENGINE = "VOICEOPS_FALLBACK_ENGINE"  # in-process espeak when degra
 ENV_FAULT_INJECTION = "VOICEOPS_FAULT_INJECTION"  # "true" enables /admin/faults
 ENV_FAULT_TOKEN = "VOICEOPS_FAULT_TOKEN"  # bearer token /admin/faults requires
 ENV_TIER = "VOICEOPS_TIER"  # gpu | fallback (informational: logs and engine_info)
+# What the VoiceService advertises on both tiers, so a client sees one service:
+ENV_SERVICE_ENGINES = "VOICEOPS_SERVICE_ENGINES"  # comma list: every tier's engine (model ids)
+ENV_SERVICE_VOICE = "VOICEOPS_SERVICE_VOICE"  # spec.model.voice: the advertised default voice
 
 PATH_LIVE = "/healthz"
 PATH_READY = "/readyz"
 PATH_METRICS = "/metrics"
 PATH_SPEECH = "/v1/audio/speech"
 PATH_FAULTS = "/admin/faults"
+
+# Response headers of an audio answer: the engine and the voice that spoke.
+HEADER_ENGINE = "X-Voiceops-Engine"
+HEADER_VOICE = "X-Voiceops-Voice"
 
 DEFAULT_PORT = 8000

@@ -220,6 +220,14 @@ def _probes(spec: VoiceServiceSpec) -> dict[str, Any]:
     }
 
 
+def service_engines(spec: VoiceServiceSpec) -> tuple[str, ...]:
+    """Every tier's engine, GPU tier first: the model ids both tiers advertise."""
+    engines = [spec.model.engine]
+    if spec.fallback.enabled and spec.fallback.engine not in engines:
+        engines.append(spec.fallback.engine)
+    return tuple(engines)
+
+
 def _env(
     spec: VoiceServiceSpec, tier: Tier, engine: str, voice: str, model_path: str
 ) -> list[dict[str, Any]]:
@@ -247,6 +255,9 @@ def _env(
         (pod.ENV_MAX_INPUT_CHARS, str(serving.max_input_chars)),
         (pod.ENV_FALLBACK_ENGINE, in_process),
         (pod.ENV_FAULT_INJECTION, "true" if spec.fault_injection.enabled else "false"),
+        # One service to its clients: both tiers advertise the GPU tier's voice.
+        (pod.ENV_SERVICE_ENGINES, ",".join(service_engines(spec))),
+        (pod.ENV_SERVICE_VOICE, spec.model.voice),
         # Libraries that want a writable home get the scratch emptyDir.
         ("HOME", "/tmp"),
     ]

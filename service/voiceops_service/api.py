@@ -33,7 +33,13 @@ from voiceops_service.errors import ApiError
 from voiceops_service.faults import FaultSnapshot, FaultUpdate
 from voiceops_service.resilience import OutOfMemoryExhaustedError
 from voiceops_service.settings import HARD_MAX_INPUT_CHARS
-from voiceops_service.speech import SpeechBody, SpeechPlan, accepted_models, plan_speech
+from voiceops_service.speech import (
+    SpeechBody,
+    SpeechPlan,
+    plan_speech,
+    resolve_voice,
+    voice_book,
+)
 from voiceops_service.state import ServiceState, SpeechDep, StateDep, speech_service
 from voiceops_service.streaming import (
     AudioResponse,
@@ -175,7 +181,8 @@ async def create_speech(request: Request) -> Response:
     if plan.response_format == "wav":
         parts.insert(0, wav_header(rate, samples * 2))
     _observe(state, started, samples, rate, synth_seconds, first_audio=True)
-    return AudioResponse(parts, MEDIA_TYPES[plan.response_format], _audio_headers(speech, state))
+    headers = _audio_headers(speech, state, plan.voice)
+    return AudioResponse(parts, MEDIA_TYPES[plan.response_format], headers)
 
 
 async def _synthesize_payload(speech: SpeechService, plan: SpeechPlan) -> tuple[list[bytes], int]:
@@ -244,9 +251,8 @@ async def _start_stream(
         samples = sum(len(pcm) for pcm in produced) // 2
         _observe(state, started, samples, rate, synth_seconds, first_audio=False)
 
-    return AudioStream(
-        chunks(), on_close, MEDIA_TYPES[plan.response_format], _audio_headers(speech, state)
-    )
+    headers = _audio_headers(speech, state, plan.voice)
+    return AudioStream(chunks(), on_close, MEDIA_TYPES[plan.response_format], headers)
 
 
 def _loop_time(perf_deadline: float) -> float:
@@ -254,12 +260,17 @@ def _loop_time(perf_deadline: float) -> float:
     return asyncio.get_running_loop().time() + (perf_deadline - time.perf_counter())
 
 
-def _audio_headers(speech: SpeechService, state: ServiceState) -> dict[str, str]:
+def _audio_headers(speech: SpeechService, state: ServiceState, voice: str) -> dict[str, str]:
+    """The engine and the voice that spoke: ``voice`` (the plan's), or while degraded the
+    in-process fallback engine's own voice (the OOM guard speaks with its default)."""
+    engine, spoke = speech.engine.name, voice
     degraded = state.guard is not None and state.guard.degraded
-    serving = state.fallback.name if degraded and state.fallback is not None else speech.engine.name
+    if degraded and state.fallback is not None:
+        engine, spoke = state.fallback.name, state.fallback.default_voice
     return {
         "X-Voiceops-Sample-Rate": str(speech.engine.sample_rate),
-        "X-Voiceops-Engine": serving,
+        pod.HEADER_ENGINE: engine,
+        pod.HEADER_VOICE: spoke,
     }
 
 
@@ -333,30 +344,48 @@ info_router = APIRouter()
 
 
 @info_router.get("/v1/models")
-async def list_models(speech: SpeechDep) -> dict[str, Any]:
+async def list_models(speech: SpeechDep, state: StateDep) -> dict[str, Any]:
+    """The same ids on every tier: OpenAI's, then every tier's engine (any selects this tier)."""
     return {
         "object": "list",
         "data": [
             {"id": model, "object": "model", "created": 0, "owned_by": "voiceops"}
-            for model in accepted_models(speech.engine)
+            for model in voice_book(speech.engine, state.settings).models
         ],
     }
 
 
 @info_router.get("/v1/audio/voices")
-async def list_voices(speech: SpeechDep) -> dict[str, Any]:
-    engine = speech.engine
+async def list_voices(speech: SpeechDep, state: StateDep, native: bool = False) -> dict[str, Any]:
+    """The service's voices, identical on every tier; ``?native=true``: this pod's engine's.
+
+    The catalogue lists what every tier accepts and derives alike (name, language,
+    the service's engine for it); a tier without a voice speaks it with its
+    nearest one and names that in ``X-Voiceops-Voice``. The native listing differs
+    by tier by design (it is the answering pod's engine): ``default`` there is the
+    native voice a request without a voice speaks with.
+    """
+    book = voice_book(speech.engine, state.settings)
+    if native:
+        engine = speech.engine
+        return {
+            "engine": engine.name,
+            "default": resolve_voice(None, book),
+            "voices": [
+                {
+                    "name": v.name,
+                    "language": v.language,
+                    "sample_rate": v.sample_rate,
+                    "speakers": v.speakers,
+                    "engine": v.engine or engine.name,
+                }
+                for v in book.native
+            ],
+        }
     return {
-        "default": engine.default_voice,
+        "default": book.default,
         "voices": [
-            {
-                "name": v.name,
-                "language": v.language,
-                "sample_rate": v.sample_rate,
-                "speakers": v.speakers,
-                "engine": v.engine or engine.name,
-            }
-            for v in engine.voices()
+            {"name": v.name, "language": v.language, "engine": v.engine} for v in book.catalogue
         ],
     }
 

@@ -6,10 +6,10 @@ Field names match ``voiceops_contract.pod`` (``VOICEOPS_MAX_CONCURRENCY`` ->
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from voiceops_contract import pod
 
 EngineName = Literal["espeak", "vits"]
@@ -63,7 +63,25 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("voice", "model_path", "host")
+    # One service to its clients: what the VoiceService advertises on every tier.
+    service_engines: Annotated[tuple[EngineName, ...], NoDecode] = Field(
+        (),
+        description="Engines of all the VoiceService's tiers (comma list), accepted and listed "
+        "as model ids on every tier; empty = this pod's engine only.",
+    )
+    service_voice: str = Field(
+        "",
+        description="The VoiceService's voice (spec.model.voice): listed and the default on "
+        "every tier, spoken by this pod's nearest voice; empty = this pod's voice.",
+    )
+    @field_validator("service_engines", mode="before")
+    @classmethod
+    def _split_engines(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("voice", "model_path", "host", "service_voice")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()

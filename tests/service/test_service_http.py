@@ -58,10 +58,19 @@ def test_models_lists_openai_ids_and_engine(client: httpx.Client) -> None:
     assert {"tts-1", "tts-1-hd", "espeak"} <= ids
 
 
-def test_voices_lists_espeak_voices(client: httpx.Client) -> None:
+def test_voices_lists_the_service_voice_and_native_lists_espeak_voices(
+    client: httpx.Client,
+) -> None:
+    # No service settings (no operator): the service voice is this pod's own voice.
     body = client.get("/v1/audio/voices").json()
-    assert body["default"] == "en-us"
-    by_name = {voice["name"]: voice for voice in body["voices"]}
+    assert body == {
+        "default": "en-us",
+        "voices": [{"name": "en-us", "language": "en-us", "engine": "espeak"}],
+    }
+    native = client.get("/v1/audio/voices", params={"native": "true"}).json()
+    assert native["engine"] == "espeak"
+    assert native["default"] == "en-us"
+    by_name = {voice["name"]: voice for voice in native["voices"]}
     assert by_name["en-us"]["sample_rate"] == 22050
     assert "de" in by_name
 
@@ -97,9 +106,15 @@ def test_speed_changes_duration(client: httpx.Client) -> None:
 
 
 def test_openai_voice_and_model_aliases_are_accepted(client: httpx.Client) -> None:
-    for body in ({"voice": "alloy", "model": "tts-1-hd"}, {"voice": "en-gb", "model": "espeak"}):
-        audio, _ = wav_audio(speech(client, **body))
+    for body, spoke in (
+        ({"voice": "alloy", "model": "tts-1-hd"}, "en-us"),
+        ({"voice": "en-gb", "model": "espeak"}, "en-gb"),
+    ):
+        response = speech(client, **body)
+        audio, _ = wav_audio(response)
         assert audio.size > 0
+        assert response.headers["x-voiceops-engine"] == "espeak"
+        assert response.headers["x-voiceops-voice"] == spoke
 
 
 def test_long_input_is_spoken_whole(client: httpx.Client) -> None:
