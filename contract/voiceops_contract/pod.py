@@ -28,12 +28,18 @@ ENV_TIER = "VOICEOPS_TIER"  # gpu | fallback (informational: logs and engine_inf
 # What the VoiceService advertises on both tiers, so a client sees one service:
 ENV_SERVICE_ENGINES = "VOICEOPS_SERVICE_ENGINES"  # comma list: every tier's engine (model ids)
 ENV_SERVICE_VOICE = "VOICEOPS_SERVICE_VOICE"  # spec.model.voice: the advertised default voice
+# Routing notices (docs/routing.md): the operator tells each pod whether the front
+# Service sends it traffic, signed with its Ed25519 key; the pod checks the signature.
+ENV_POD_NAME = "VOICEOPS_POD_NAME"  # the pod's own name (downward API); notices name their pod
+ENV_ROUTING_PUBLIC_KEY = "VOICEOPS_ROUTING_PUBLIC_KEY"  # base64 raw key; empty = no notices
+ROUTING_AUDIENCE = "voiceops-routing"  # the notices' JWT audience
 
 PATH_LIVE = "/healthz"
 PATH_READY = "/readyz"
 PATH_METRICS = "/metrics"
 PATH_SPEECH = "/v1/audio/speech"
 PATH_FAULTS = "/admin/faults"
+PATH_ROUTING = "/admin/routing"
 
 # Response headers of an audio answer: the engine and the voice that spoke.
 HEADER_ENGINE = "X-Voiceops-Engine"

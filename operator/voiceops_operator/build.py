@@ -229,7 +229,12 @@ def service_engines(spec: VoiceServiceSpec) -> tuple[str, ...]:
 
 
 def _env(
-    spec: VoiceServiceSpec, tier: Tier, engine: str, voice: str, model_path: str
+    spec: VoiceServiceSpec,
+    tier: Tier,
+    engine: str,
+    voice: str,
+    model_path: str,
+    routing_public_key: str,
 ) -> list[dict[str, Any]]:
     serving = spec.serving
     if tier == "gpu":
@@ -258,10 +263,14 @@ def _env(
         # One service to its clients: both tiers advertise the GPU tier's voice.
         (pod.ENV_SERVICE_ENGINES, ",".join(service_engines(spec))),
         (pod.ENV_SERVICE_VOICE, spec.model.voice),
+        (pod.ENV_ROUTING_PUBLIC_KEY, routing_public_key),
         # Libraries that want a writable home get the scratch emptyDir.
         ("HOME", "/tmp"),
     ]
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values]
+    env.append(
+        {"name": pod.ENV_POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
     if spec.fault_injection.enabled:
         ref = spec.fault_injection.token_secret_ref
         env.append(
@@ -295,6 +304,7 @@ def _pod_template(
     engine: str,
     voice: str,
     resources: dict[str, Any],
+    routing_public_key: str,
 ) -> dict[str, Any]:
     spec = vs.spec
     source = parse_model_uri(spec.model.uri) if tier == "gpu" else None
@@ -314,7 +324,7 @@ def _pod_template(
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
-        "env": _env(spec, tier, engine, voice, model_path),
+        "env": _env(spec, tier, engine, voice, model_path, routing_public_key),
         "resources": resources,
         **_probes(spec),
         "securityContext": restricted_security_context(),
@@ -395,6 +405,7 @@ def build_gpu_deployment(vs: VoiceService, settings: OperatorSettings) -> dict[s
         engine=spec.model.engine,
         voice=spec.model.voice,
         resources=_resources(spec.resources, gpu_limits),
+        routing_public_key=settings.routing_public_key,
     )
     return _deployment(vs, "gpu", gpu_replicas(spec), template)
 
@@ -410,6 +421,7 @@ def build_fallback_deployment(
         engine=fallback.engine,
         voice=fallback.voice,
         resources=_resources(fallback.resources, {}),
+        routing_public_key=settings.routing_public_key,
     )
     return _deployment(vs, "fallback", fallback_replicas(vs.spec, routing), template)
 

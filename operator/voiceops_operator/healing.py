@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -34,10 +35,12 @@ from typing import Any
 
 import aiohttp
 import kopf
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from voiceops_contract import pod as pod_contract
 
-from voiceops_operator import build, observe, policy
+from voiceops_operator import build, observe, policy, routing_notices
 from voiceops_operator import status as st
 from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
 from voiceops_operator.opmetrics import OperatorMetrics, start_metrics_server
@@ -57,7 +60,7 @@ from voiceops_operator.spec import (
 log = logging.getLogger(__name__)
 
 COMPONENT = "voiceops-operator"
-MIN_WAKE_GAP_SECONDS = 0.2  # coalesce bursts of pod events into one pass
+MIN_WAKE_GAP_SECONDS = 0.2  # at most one pass per gap for a burst of pod events
 
 # Reasons of the FailedOver/Degraded conditions when they are False.
 REASON_GPU_TIER_ACTIVE = "GPUTierActive"
@@ -295,6 +298,8 @@ class HealingRuntime:
     metrics: OperatorMetrics
     scraper: observe.PodScraper
     prometheus: observe.PrometheusSource | None = None
+    # Signs routing notices to the pods; None: the pods are not told (no key set).
+    routing_key: Ed25519PrivateKey | None = None
     wakers: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     instance: str = field(default_factory=socket.gethostname)
     # Set by close(): kopf may (re)spawn a daemon while the operator stops (a handler
@@ -348,6 +353,28 @@ class HealingRuntime:
             self.metrics.observation_errors.labels(kind).inc(len(result.errors))
         return result
 
+    async def tell_pod(self, target: routing_notices.PodTarget) -> bool:
+        """Send one pod its routing notice; False when it could not be delivered."""
+        if self.routing_key is None:
+            return False
+        token = routing_notices.sign_notice(
+            self.routing_key, target.name, target.routed, time.time()
+        )
+        url = f"http://{target.address}{pod_contract.PATH_ROUTING}"
+        timeout = aiohttp.ClientTimeout(total=self.settings.scrape_timeout_seconds)
+        try:
+            async with self.session.post(
+                url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            ) as response:
+                if response.status == 200:
+                    return True
+                detail = (await response.text())[:200]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            detail = str(exc) or type(exc).__name__
+        self.metrics.observation_errors.labels("routing").inc()
+        log.debug("routing notice to %s (%s) not delivered: %s", target.name, url, detail)
+        return False
+
     async def close(self) -> None:
         self.closed = True
         await self.session.close()
@@ -384,6 +411,8 @@ class HealingLoop:
         self._superseded: set[str] = set()
         # Status fields the API server pruned (a CRD without them): never retried.
         self._pruned: set[str] = set()
+        # What each pod (uid, restarts) was last told about its routing.
+        self.told: dict[tuple[str, int], bool] = {}
 
     def _current(self, body: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """(resourceVersion, status) of the body, or of our write if the body predates it."""
@@ -430,6 +459,7 @@ class HealingLoop:
         decision = policy.decide(config, self.state, observation)
         await self._act(body, vs, decision)
         self.state = decision.state
+        await self._tell_pods(pods, vs, decision.active_tier)
         self.runtime.metrics.reconcile_duration.labels("healing").observe(
             time.perf_counter() - started
         )
@@ -469,6 +499,27 @@ class HealingLoop:
         except KubeError as exc:  # the transition stands; a lost Event is only logged
             rt.metrics.observation_errors.labels("api").inc()
             log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+
+    async def _tell_pods(
+        self, pods: list[dict[str, Any]], vs: VoiceService, active_tier: policy.Tier
+    ) -> None:
+        """Tell every pod whose routing changed (or who restarted) whether it is routed to.
+
+        After the selector switch, so the clients that a pod routed away lets go
+        reconnect to the tier the front Service selects now.
+        """
+        if self.runtime.routing_key is None:
+            return
+        tier = active_tier if vs.spec.fallback.enabled else "gpu"
+        targets = routing_notices.pod_targets(pods, tier, vs.spec.serving.port)
+        self.told = {t.key: self.told[t.key] for t in targets if t.key in self.told}
+        stale = [t for t in targets if self.told.get(t.key) != t.routed]
+        if not stale:
+            return
+        delivered = await asyncio.gather(*(self.runtime.tell_pod(t) for t in stale))
+        for target, ok in zip(stale, delivered, strict=True):
+            if ok:
+                self.told[target.key] = target.routed
 
     async def _write_status(
         self, body: Mapping[str, Any], vs: VoiceService, decision: policy.Decision, now: str
@@ -571,8 +622,10 @@ async def run_loop(
     loop: HealingLoop, body: Mapping[str, Any], stopped: Any, wake: asyncio.Event
 ) -> None:
     """Passes until stopped; one failed pass is logged and retried next interval."""
+    last_pass = -math.inf
     while not stopped and not loop.runtime.closed:
         pause = loop.interval
+        last_pass = time.monotonic()
         try:
             decision = await loop.step(body)
         except (KubeError, aiohttp.ClientError, TimeoutError) as exc:
@@ -592,8 +645,11 @@ async def run_loop(
         if stopped or loop.runtime.closed:
             break
         if await wait_for_wake(stopped, wake, pause) and not stopped:
-            # Pod events come in bursts (status, conditions, endpoints): one pass for all.
-            await asyncio.sleep(MIN_WAKE_GAP_SECONDS)
+            # A pod event (a pod lost, a pod ready) is acted on at once; the rest of its
+            # burst (status, conditions) is taken by one pass at most a gap later.
+            gap = last_pass + MIN_WAKE_GAP_SECONDS - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
             wake.clear()
 
 
@@ -626,6 +682,7 @@ async def make_runtime(settings: OperatorSettings, kubeconfig: str | None = None
         metrics=OperatorMetrics(),
         scraper=observe.PodScraper(session, settings.scrape_timeout_seconds),
         prometheus=prometheus,
+        routing_key=settings.routing_signing_key(),
         instance=os.environ.get("HOSTNAME") or socket.gethostname(),
     )
 

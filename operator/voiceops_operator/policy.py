@@ -23,6 +23,13 @@ Rules (DESIGN.md §4), each signal must hold ``window_seconds`` before acting:
   Recovering → Serving after ``recover_after_seconds`` of continuous health.
 * At most one transition per ``cooldown_seconds`` (spec.failover.cooldownSeconds;
   default: the window).
+* Facts act at once, noise waits: an empty tier is a fact, not a noisy signal.
+  With no ready GPU pod while a fallback pod is ready, Serving, Degraded and
+  Recovering fail over at once (no window, no cooldown). FailedOver with no
+  ready fallback pod while a GPU pod is ready goes to Degraded (both tiers) at
+  once: the GPU tier serves under pressure rather than nothing. A failover
+  that would route to a fallback tier with no ready pod, while the GPU tier
+  has one, becomes Degraded instead (which scales the fallback tier up).
 * Pending (no GPU pod ever ready): a ready GPU pod → Serving at once; pods
   that merely start (pulling, loading the model) are no failure, but GPU pods
   unschedulable past their grace or crash-looping fail over from Pending too.
@@ -72,6 +79,7 @@ REASON_RECOVERING = "GPUTierRecovering"
 REASON_RECOVERED = "GPUTierRecovered"
 REASON_FALLBACK_DISABLED = "FallbackDisabled"
 REASON_WAITING_FOR_GPU = "WaitingForGPUTier"
+REASON_NO_READY_FALLBACK_PODS = "NoReadyFallbackPods"
 
 # Pending-signal keys kept in the state (and in status.healing.signals).
 SIGNAL_PRESSURE = "pressure"  # severity >= 1
@@ -182,7 +190,7 @@ class Observation:
     time: float  # seconds since the epoch
     gpu_pods: tuple[PodObservation, ...] = ()
     gpu_replicas: int = 1  # the GPU tier's desired replicas (Deployment or HPA)
-    fallback_ready: int = 0
+    fallback_ready: int | None = None  # ready fallback pods; None: not observed
 
 
 class PolicyState(BaseModel):
@@ -292,10 +300,12 @@ def assess(config: PolicyConfig, obs: Observation) -> Assessment:
                 f"GPU memory at {_fmt(top or 0)} >= critical "
                 f"{_fmt(config.memory_critical_ratio)} on every ready GPU pod",
             )
+        unschedulable = [p for p in obs.gpu_pods if p.unschedulable_since is not None]
+        why = f": {_first_message(unschedulable)}" if unschedulable else ""
         return out(
             Severity.FAILURE,
             REASON_NO_READY_GPU_PODS,
-            f"no ready GPU pod (0 of {n} ready)",
+            f"no ready GPU pod (0 of {n} ready){why}",
         )
     if not usable:
         return out(
@@ -450,14 +460,39 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
         now - state.last_transition_time >= config.cooldown
     )
     target, trigger = _target_phase(config, state.phase, a, signals, now)
+    fallback_ready = obs.fallback_ready
+    fallback_empty = config.fallback_enabled and fallback_ready == 0 and a.ready_gpu_pods > 0
+    reason, message = a.reason, a.message
 
     # Fallback disabled: nothing to fail over to; the GPU tier stays active.
     if target == "FailedOver" and not config.fallback_enabled:
         target = "Degraded"
+    # Never route to an empty fallback tier while GPU pods can answer: both tiers
+    # serve (and the fallback tier scales up) until a fallback pod is ready.
+    if target == "FailedOver" and fallback_empty:
+        target = "Degraded"
+        reason = REASON_NO_READY_FALLBACK_PODS
+        message = f"{a.message}; no ready fallback pod to fail over to, the GPU tier keeps serving"
+
+    # Facts: a tier with no ready pod while the other has one moves traffic now.
+    if (
+        config.fallback_enabled
+        and state.phase in ("Serving", "Degraded", "Recovering")
+        and a.ready_gpu_pods == 0
+        and fallback_ready
+    ):
+        target, trigger, cooled = "FailedOver", SIGNAL_FAILURE, True
+        reason, message = a.reason, f"{a.message}: failing over at once"
+    elif state.phase == "FailedOver" and fallback_empty:
+        target, trigger, cooled = "Degraded", None, True
+        reason = REASON_NO_READY_FALLBACK_PODS
+        message = (
+            f"no ready fallback pod while failed over ({a.message}): the GPU tier serves "
+            "under pressure rather than nothing, at once"
+        )
 
     if target is not None and target != state.phase and cooled:
         phase: Phase = target
-        reason, message = a.reason, a.message
         if target == "Recovering":
             reason = REASON_RECOVERING
             message = f"GPU tier healthy again ({a.message}); both tiers serve"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import base64
+import binascii
+from pathlib import Path
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SERVICE_IMAGE = "voiceops/service:0.1.0"
@@ -48,6 +53,57 @@ class OperatorSettings(BaseSettings):
     self_healing: bool = Field(
         default=True, description="Run the self-healing loop (off: spec reconcile only)."
     )
+    routing_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Ed25519 private key (base64 of the 32-byte seed) that signs routing "
+        "notices to the pods (docs/routing.md); empty = no notices, keep-alive clients stay "
+        "where they are when traffic moves. The chart generates one.",
+    )
+
+    routing_key_file: str = Field(
+        default="",
+        description="A file holding routing_key (a mounted Secret); wins over routing_key.",
+    )
+
+    @model_validator(mode="after")
+    def _routing_key_from_file(self) -> Self:
+        if not self.routing_key_file:
+            return self
+        try:
+            text = Path(self.routing_key_file).read_text().strip()
+        except OSError as error:
+            raise ValueError(f"routing_key_file: cannot read it: {error}") from None
+        object.__setattr__(self, "routing_key", self._ed25519_seed(SecretStr(text)))
+        return self
+
+    @field_validator("routing_key")
+    @classmethod
+    def _ed25519_seed(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        if not text:
+            return SecretStr("")
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64 (the 32-byte seed of an Ed25519 key)") from None
+        if len(raw) != 32:
+            raise ValueError(f"must decode to 32 bytes (an Ed25519 seed), not {len(raw)}")
+        return SecretStr(text)
+
+    def routing_signing_key(self) -> Ed25519PrivateKey | None:
+        text = self.routing_key.get_secret_value()
+        if not text:
+            return None
+        return Ed25519PrivateKey.from_private_bytes(base64.b64decode(text))
+
+    @property
+    def routing_public_key(self) -> str:
+        """The public half, base64 of the raw 32 bytes, for the pods ("" = no key)."""
+        key = self.routing_signing_key()
+        if key is None:
+            return ""
+        raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return base64.b64encode(raw).decode()
 
     @field_validator("namespaces", "metrics_reader_namespaces", mode="before")
     @classmethod

@@ -39,6 +39,12 @@ from voiceops_service.faults import FaultState
 from voiceops_service.gpu import GpuMonitor
 from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.resilience import OomGuard, OomPolicy
+from voiceops_service.routing import (
+    ConnectionCloseWhileRoutedAway,
+    RoutingState,
+    public_key,
+    routing_router,
+)
 from voiceops_service.settings import ServiceSettings
 from voiceops_service.state import ServiceState
 from voiceops_service.synthesis import Batcher, EngineRunner, InlineCalls, SpeechService
@@ -131,10 +137,15 @@ class SpeechFastPath:
 
 
 class ServiceApp(FastAPI):
-    """The FastAPI app with :class:`SpeechFastPath` in front of its whole middleware stack."""
+    """The FastAPI app with :class:`SpeechFastPath` in front of its whole middleware stack.
+
+    Outermost: ``Connection: close`` on every answer while routed away (routing.py).
+    """
 
     def build_middleware_stack(self) -> ASGIApp:
-        return SpeechFastPath(super().build_middleware_stack(), self.state.service)
+        state: ServiceState = self.state.service
+        speech = SpeechFastPath(super().build_middleware_stack(), state)
+        return ConnectionCloseWhileRoutedAway(speech, state.routing)
 
 
 def _load_engines(settings: ServiceSettings) -> tuple[Engine, Engine | None]:
@@ -237,6 +248,7 @@ def create_app(
         admission=Admission(settings.max_concurrency, settings.max_queue, metrics),
         gpu=GpuMonitor(metrics, faults, settings.gpu_poll_interval_seconds),
         on_fatal=on_fatal,
+        routing=RoutingState(metrics.routed),
     )
     metrics.set_engine_info(settings.engine, settings.voice, "loading", settings.device)
 
@@ -270,5 +282,11 @@ def create_app(
         app.include_router(faults_router)
     elif settings.fault_injection:
         log.warning("VOICEOPS_FAULT_INJECTION=true but VOICEOPS_FAULT_TOKEN is empty: faults off")
+    if settings.routing_notices_enabled:
+        app.include_router(
+            routing_router(public_key(settings.routing_public_key), settings.pod_name)
+        )
+    elif settings.routing_public_key:
+        log.warning("VOICEOPS_ROUTING_PUBLIC_KEY is set but VOICEOPS_POD_NAME is empty: no notices")
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics, state=state)  # all but speech
     return app

@@ -76,11 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=max(1, int(settings.request_timeout_seconds)),
     )
     server = uvicorn.Server(config)
+    app.state.service.routing.close_connections = lambda: _close_after_answer(server)
     server.run()
     if fatal:
         print(f"voiceops-service: {fatal[0]}", file=sys.stderr)
         return EXIT_LOAD_FAILED
     return 0
+
+
+def _close_after_answer(server: uvicorn.Server) -> int:
+    """Ask every open connection to close: idle ones now, busy ones after their answer.
+
+    The same call uvicorn makes on each connection when it shuts down gracefully.
+    """
+    connections = list(server.server_state.connections)
+    for connection in connections:
+        connection.shutdown()
+    return len(connections)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,12 @@ class ServiceMetrics:
             _base_name(contract.ENGINE_INFO), contract.ENGINE_INFO.help, registry=r
         )
         # Service-local extras (not part of the operator contract).
+        self.routed = Gauge(
+            "voiceops_routed",
+            "1 while the front Service sends this pod traffic, 0 while routed away "
+            "(routing notices from the operator).",
+            registry=r,
+        )
         self.fallback_calls_total = Counter(
             "voiceops_fallback_calls",
             "Engine calls served by the in-process fallback engine.",

@@ -6,6 +6,8 @@ Field names match ``voiceops_contract.pod`` (``VOICEOPS_MAX_CONCURRENCY`` ->
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -74,6 +76,14 @@ class ServiceSettings(BaseSettings):
         description="The VoiceService's voice (spec.model.voice): listed and the default on "
         "every tier, spoken by this pod's nearest voice; empty = this pod's voice.",
     )
+    # Routing notices from the operator (docs/routing.md).
+    pod_name: str = Field("", description="This pod's name; routing notices must name it.")
+    routing_public_key: str = Field(
+        "",
+        description="The operator's Ed25519 public key (base64 of the 32 raw bytes); "
+        "empty = no /admin/routing endpoint.",
+    )
+
     @field_validator("service_engines", mode="before")
     @classmethod
     def _split_engines(cls, value: object) -> object:
@@ -81,7 +91,21 @@ class ServiceSettings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("voice", "model_path", "host", "service_voice")
+    @field_validator("routing_public_key")
+    @classmethod
+    def _raw_ed25519_key(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return value
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64 (the 32 raw bytes of an Ed25519 public key)") from None
+        if len(raw) != 32:
+            raise ValueError(f"must decode to 32 bytes (an Ed25519 public key), not {len(raw)}")
+        return value
+
+    @field_validator("voice", "model_path", "host", "service_voice", "pod_name")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
@@ -99,3 +123,8 @@ class ServiceSettings(BaseSettings):
     def faults_enabled(self) -> bool:
         """Both the flag and a non-empty token (the app logs a warning for flag-only)."""
         return self.fault_injection and bool(self.fault_token.get_secret_value())
+
+    @property
+    def routing_notices_enabled(self) -> bool:
+        """The operator's key and this pod's name are both known."""
+        return bool(self.routing_public_key and self.pod_name)

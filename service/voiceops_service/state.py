@@ -15,6 +15,7 @@ from voiceops_service.faults import FaultState
 from voiceops_service.gpu import GpuMonitor
 from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.resilience import OomGuard
+from voiceops_service.routing import RoutingState
 from voiceops_service.settings import ServiceSettings
 from voiceops_service.synthesis import EngineRunner, SpeechService
 
@@ -40,7 +41,7 @@ class ServiceState:
     load_error: str | None = None
     on_fatal: Callable[[str], None] | None = None
     other_requests_in_flight: int = 0  # all but speech: probes, /metrics, info routes
-    closers: list[Callable[[], object]] = field(default_factory=list)
+    routing: RoutingState = field(default_factory=RoutingState)
 
     def not_ready_reasons(self) -> dict[str, str]:
         """Reason -> human message; empty when the pod should receive traffic."""

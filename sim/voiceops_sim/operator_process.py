@@ -7,6 +7,7 @@ they all start, configure and stop the operator the same way.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,9 @@ class OperatorProcess:
 
     Inherited ``VOICEOPS_OPERATOR_*`` variables are dropped so only what the
     caller asks for applies. The health port is off; the metrics port is a
-    free one (``metrics_port``). No namespaces = all namespaces.
+    free one (``metrics_port``). No namespaces = all namespaces. The routing key
+    (which signs routing notices to the pods) is made once per instance, so a
+    restarted operator builds the same pod templates, as the chart's kept key does.
     """
 
     def __init__(
@@ -41,7 +44,11 @@ class OperatorProcess:
         self.log_path = log_path
         self.namespaces = tuple(namespaces)
         self.metrics_port = int(settings.pop("metrics_port", 0)) or free_port()
-        self.settings = {"health_port": 0, **settings}
+        self.settings = {
+            "health_port": 0,
+            "routing_key": base64.b64encode(os.urandom(32)).decode(),
+            **settings,
+        }
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:

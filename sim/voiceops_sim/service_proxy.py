@@ -114,30 +114,42 @@ class ServiceProxy:
             if key in self.listeners:
                 self.listeners[key].target_port = port.get("targetPort", port["port"])
                 continue
-            ns, name, svc_port = key
-            address = self.addresses.get((ns, name))
-            if address is None:
-                if not self._free:
-                    log.warning("no loopback address left for service %s/%s", ns, name)
-                    continue
-                address = self.addresses[(ns, name)] = self._free.pop(0)
+            listening = await self._listen(key, local_port(key[2]))
+            if listening is None:
+                continue
+            address, server = listening
+            self.listeners[key] = _Listener(
+                address, local_port(key[2]), port.get("targetPort", key[2]), server
+            )
+
+    async def _listen(
+        self, key: tuple[str, str, int], port: int
+    ) -> tuple[str, asyncio.AbstractServer] | None:
+        """A listener on the Service's address; a new Service takes the next address that
+        is free (another simulated cluster on this machine may hold some)."""
+        ns, name, _ = key
+        fixed = self.addresses.get((ns, name))
+        candidates = [fixed] if fixed is not None else list(self._free)
+        for address in candidates:
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, k=key: self._forward(k, r, w), address, local_port(svc_port)
+                    lambda r, w, k=key: self._forward(k, r, w), address, port
                 )
             except OSError as exc:
-                log.warning(
-                    "cannot proxy service %s/%s on %s:%s: %s",
-                    ns,
-                    name,
-                    address,
-                    local_port(svc_port),
-                    exc,
-                )
+                last = exc
                 continue
-            self.listeners[key] = _Listener(
-                address, local_port(svc_port), port.get("targetPort", svc_port), server
-            )
+            if fixed is None:
+                self._free.remove(address)
+                self.addresses[(ns, name)] = address
+            return address, server
+        log.warning(
+            "cannot proxy service %s/%s on port %s: %s",
+            ns,
+            name,
+            port,
+            last if candidates else "no loopback address left",
+        )
+        return None
 
     async def _close(self, key: tuple[str, str, int]) -> None:
         listener = self.listeners.pop(key)

@@ -11,6 +11,8 @@ from voiceops_operator.settings import OperatorSettings
 DEFAULT_KINDS = sorted(
     [
         "ClusterRole", "ClusterRoleBinding", "Deployment", "Pod", "Service", "ServiceAccount",
+        # The key that signs routing notices (docs/routing.md).
+        "Secret",
         # The VoiceService CRD and kopf's two peering CRDs.
         "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
     ]

@@ -73,7 +73,9 @@ class Cluster:
         assert body is not None
         vs = parse_voiceservice(body)
         routing = build.routing_from_status(parse_status(body.get("status")), vs.spec)
-        return build.build_all(vs, routing, OperatorSettings(_env_file=None))
+        # The operator's own routing key: its public half is in every pod template.
+        key = self.operator.settings["routing_key"]
+        return build.build_all(vs, routing, OperatorSettings(_env_file=None, routing_key=key))
 
     def in_sync(self, ns: str, name: str = "tts") -> bool:
         """Children are exactly the desired set, each matching on the owned fields."""
