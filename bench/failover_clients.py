@@ -2,11 +2,12 @@
 
 Real parts: the operator process, ``voiceops-service`` processes for both tiers (VITS
 with the bundled joe voice on the GPU tier, on CPU here; espeak on the fallback),
-the official ``openai`` client with its defaults (keep-alive pool, two retries) and a
-plain client with a new connection per request and no retries, back to back, through
+the official ``openai`` client with its defaults (keep-alive pool, two retries),
+back to back, and a plain client with a new connection per request and no retries,
+at most 20 requests a second, through
 the front Service (``voiceops_sim.traffic``). Test doubles: the API emulator and the
 simulated kubelet (its Service proxy keeps established connections where they are,
-as kube-proxy does).
+as kube-proxy does); ``voiceops_sim.failover_cluster`` sets them up.
 
 Scenarios, in one cluster, window 1 s:
 
@@ -28,111 +29,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from voiceops_sim.apiserver import KubeApiEmulator
-from voiceops_sim.kubelet import KubeletConfig, SimulatedKubelet, parse_node
-from voiceops_sim.operator_process import OperatorProcess
-from voiceops_sim.traffic import Traffic
+from voiceops_sim.failover_cluster import FailoverCluster, failover_cluster
+from voiceops_sim.traffic import RequestRecord, Traffic
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "bench-fault-token"
-TIER = "voiceops.io/tier"
 WINDOW = 1.0
 OBSERVATION_PERIOD = 0.25  # policy.observation_interval for a 1 s window
+PLAIN_INTERVAL = 0.05  # the plain client's pace: 20 requests a second at most
 
 
-def voiceservice(ns: str) -> dict[str, Any]:
-    probes = {"periodSeconds": 1, "timeoutSeconds": 1}
-    return {
-        "apiVersion": "voiceops.io/v1alpha1",
-        "kind": "VoiceService",
-        "metadata": {"name": "tts", "namespace": ns},
-        "spec": {
-            "model": {"engine": "vits", "voice": "en_US-joe-medium"},
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-            "serving": {"maxConcurrency": 4, "batch": {"maxSize": 4, "maxDelayMs": 5}},
-            "fallback": {"standbyReplicas": 1, "maxReplicas": 2},
-            "failover": {"windowSeconds": WINDOW, "cooldownSeconds": 1, "recoverAfterSeconds": 2},
-            "probes": {
-                "startup": {**probes, "failureThreshold": 120},
-                "readiness": {**probes, "failureThreshold": 2},
-                "liveness": {"periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 6},
-            },
-            "faultInjection": {"enabled": True, "tokenSecretRef": {"name": "faults", "key": "t"}},
-        },
-    }
-
-
-class Bench:
-    def __init__(self, emulator: KubeApiEmulator, kubelet: SimulatedKubelet, ns: str) -> None:
-        self.emu, self.kubelet, self.ns = emulator, kubelet, ns
-
-    def phase(self) -> str:
-        return ((self.emu.get("voiceservices", "tts", self.ns) or {}).get("status") or {}).get(
-            "phase", ""
-        )
-
-    def tier(self) -> str:
-        svc = self.emu.get("services", "tts", self.ns) or {}
-        return ((svc.get("spec") or {}).get("selector") or {}).get(TIER, "both")
-
-    def ready_pods(self, tier: str) -> list[dict[str, Any]]:
-        out = []
-        for p in self.emu.list("pods", self.ns, label_selector=f"{TIER}={tier}"):
-            conds = {c["type"]: c["status"] for c in (p.get("status") or {}).get("conditions", [])}
-            if conds.get("Ready") == "True":
-                out.append(p)
-        return out
-
-    async def routed(self, phase: str, tier: str, within: float = 120) -> float:
-        deadline = time.monotonic() + within
-        while not (self.phase() == phase and self.tier() == tier):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out waiting for {phase} on {tier} (at {self.phase()})")
-            await asyncio.sleep(0.01)
-        return time.monotonic()
-
-    async def faults(self, pod: dict[str, Any], body: dict[str, Any] | None) -> None:
-        url = f"http://{pod['status']['podIP']}:8000/admin/faults"
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with aiohttp.ClientSession() as s:
-            call = (
-                s.delete(url, headers=headers)
-                if body is None
-                else s.post(url, json=body, headers=headers)
-            )
-            async with call as resp:
-                assert resp.status == 200, await resp.text()
-
-
-def share(records: list[Any], engine: str) -> str:
+def share(records: list[RequestRecord], engine: str) -> str:
     if not records:
         return "n/a"
     hits = sum(1 for r in records if r.ok and r.engine == engine)
     return f"{100 * hits / len(records):.1f} % of {len(records)}"
 
 
-async def pressure(b: Bench, seconds: float) -> dict[str, Any]:
-    traffic = Traffic(lambda: b.kubelet.service_url(b.ns, "tts"))
+async def traffic_for(c: FailoverCluster) -> Traffic:
+    traffic = Traffic(c.front_url, plain_interval_seconds=PLAIN_INTERVAL)
     await traffic.discover()
     traffic.start()
+    return traffic
+
+
+async def pressure(c: FailoverCluster, seconds: float) -> dict[str, Any]:
+    traffic = await traffic_for(c)
     await asyncio.sleep(seconds / 2)
-    gpu = b.ready_pods("gpu")[0]
-    await b.faults(gpu, {"gpu_memory": {"used_bytes": 99, "total_bytes": 100}})
-    switched = await b.routed("FailedOver", "fallback")
+    await c.gpu_memory(0.99)
+    switched = await c.routed("FailedOver", "fallback")
     await asyncio.sleep(1 + seconds)
     cleared = time.monotonic()
-    await b.faults(gpu, None)
-    back = await b.routed("Serving", "gpu")
+    await c.gpu_memory(None)
+    back = await c.routed("Serving", "gpu")
     await asyncio.sleep(1 + seconds)
     await traffic.stop()
     out: dict[str, Any] = {}
@@ -150,20 +84,19 @@ async def pressure(b: Bench, seconds: float) -> dict[str, Any]:
     return out
 
 
-async def kill(b: Bench, seconds: float) -> dict[str, Any]:
-    traffic = Traffic(lambda: b.kubelet.service_url(b.ns, "tts"))
-    await traffic.discover()
-    traffic.start()
+async def kill(c: FailoverCluster, seconds: float) -> dict[str, Any]:
+    traffic = await traffic_for(c)
     await asyncio.sleep(seconds / 2)
-    pod = b.ready_pods("gpu")[0]
     in_flight = traffic.in_flight["plain"]
     killed = time.monotonic()
-    b.kubelet.kill_pod_process(b.ns, pod["metadata"]["name"])
-    switched = await b.routed("FailedOver", "fallback")
+    c.kill(c.ready_pods("gpu")[0])
+    not_ready = await c.until(lambda: not c.ready_pods("gpu"), 30, "the GPU pod not ready")
+    switched = await c.routed("FailedOver", "fallback")
     await asyncio.sleep(seconds)
     await traffic.stop()
     return {
         "kill → front Service on fallback (s)": round(switched - killed, 3),
+        "kill → pod not ready (s)": round(not_ready - killed, 3),
         "plain in flight at the kill": in_flight,
         "plain failed": len(traffic.failures("plain")),
         "openai failed": len(traffic.failures("openai")),
@@ -171,23 +104,22 @@ async def kill(b: Bench, seconds: float) -> dict[str, Any]:
     }
 
 
-async def lost_fallback(b: Bench, seconds: float) -> dict[str, Any]:
-    gpu = b.ready_pods("gpu")[0]
-    await b.faults(gpu, {"gpu_memory": {"used_bytes": 99, "total_bytes": 100}})
-    await b.routed("FailedOver", "fallback")
-    for pod in b.ready_pods("fallback"):
-        b.kubelet.kill_pod_process(b.ns, pod["metadata"]["name"])
+async def lost_fallback(c: FailoverCluster, seconds: float) -> dict[str, Any]:
+    await c.gpu_memory(0.99)
+    await c.routed("FailedOver", "fallback")
+    for pod in c.ready_pods("fallback"):
+        c.kill(pod)
     end = time.monotonic() + seconds
     longest = empty_since = 0.0
     while time.monotonic() < end:
         now = time.monotonic()
-        if b.kubelet.service_endpoints(b.ns, "tts"):
+        if c.front_endpoints():
             empty_since = 0.0
         else:
             empty_since = empty_since or now
             longest = max(longest, now - empty_since)
         await asyncio.sleep(0.01)
-    await b.faults(gpu, None)
+    await c.gpu_memory(None)
     return {
         "longest zero-endpoint window (s)": round(longest, 3),
         "observation period (s)": OBSERVATION_PERIOD,
@@ -195,66 +127,28 @@ async def lost_fallback(b: Bench, seconds: float) -> dict[str, Any]:
     }
 
 
-async def cluster_run(tmp: Path, seconds: float, routing_key: bool) -> dict[str, Any]:
-    emulator = KubeApiEmulator(crd_files=[ROOT / "crds" / "voiceservice.yaml"])
-    await emulator.start()
-    kubelet = SimulatedKubelet(
-        emulator,
-        KubeletConfig(
-            nodes=[parse_node("sim-gpu-0:1:8"), parse_node("sim-cpu-0:0:16")],
-            pod_mode="process",
-            log_dir=str(tmp / "pods"),
-            resync_seconds=0.1,
-            extra_env={
-                "VOICEOPS_GPU_POLL_INTERVAL_SECONDS": "0.2",
-                "VOICEOPS_LOG_LEVEL": "warning",
-            },
-        ),
-    )
-    await kubelet.start()
-    ns = f"bench-{uuid.uuid4().hex[:6]}"
-    emulator.ensure_namespace(ns)
-    secret = base64.b64encode(TOKEN.encode()).decode()
-    emulator.create(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "faults", "namespace": ns},
-         "data": {"t": secret}}
-    )  # fmt: skip
-    extra = {} if routing_key else {"routing_key": ""}
-    operator = OperatorProcess(
-        emulator.write_kubeconfig(tmp / "kubeconfig"),
-        tmp / "operator.log",
-        namespaces=[ns],
-        scrape_interval_seconds=0.5,
-        **extra,
-    )
-    await operator.start()
-    b = Bench(emulator, kubelet, ns)
-    try:
-        emulator.create(voiceservice(ns))
-        await b.routed("Serving", "gpu", within=180)
-        results: dict[str, Any] = {"pressure": await pressure(b, seconds)}
-        if routing_key:
+async def cluster_run(work: Path, seconds: float, notices: bool) -> dict[str, Any]:
+    settings = {} if notices else {"routing_key": ""}  # no key: no routing notices
+    async with failover_cluster(work, WINDOW, **settings) as c:
+        results: dict[str, Any] = {"pressure": await pressure(c, seconds)}
+        if notices:
             await asyncio.sleep(1.5)  # the cooldown after Serving
-            results["kill"] = await kill(b, seconds)
-            await b.routed("Serving", "gpu", within=120)
+            results["kill"] = await kill(c, seconds)
+            await c.routed("Serving", "gpu", within=120)
             await asyncio.sleep(1.5)
-            results["lost fallback"] = await lost_fallback(b, seconds)
+            results["lost fallback"] = await lost_fallback(c, seconds)
         return results
-    finally:
-        await operator.stop()
-        await kubelet.stop()
-        await emulator.stop()
 
 
 async def run(seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        notices = await cluster_run(Path(tmp) / "on", seconds, routing_key=True)
-        baseline = await cluster_run(Path(tmp) / "off", seconds, routing_key=False)
-    return {"routing notices on": notices, "baseline: routing notices off": baseline}
+        on = await cluster_run(Path(tempfile.mkdtemp(dir=tmp)), seconds, notices=True)
+        off = await cluster_run(Path(tempfile.mkdtemp(dir=tmp)), seconds, notices=False)
+    return {"routing notices on": on, "baseline: routing notices off": off}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="traffic per phase")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)

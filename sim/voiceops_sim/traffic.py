@@ -55,6 +55,9 @@ class Traffic:
     base_url: Callable[[], str]  # the Service's address, looked up per request
     plain_clients: int = 1
     openai_clients: int = 1
+    # A plain client starts a request at most this often (0: back to back), so a
+    # failing endpoint costs a request rate's worth of failures, not a spin loop's.
+    plain_interval_seconds: float = 0.0
     text: str = TEXT
     timeout_seconds: float = 30.0
     model: str = "tts-1"
@@ -123,6 +126,10 @@ class Traffic:
                 finally:
                     self.in_flight["plain"] -= 1
                 self.records.append(record)
+                pause = started + self.plain_interval_seconds - time.monotonic()
+                if pause > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), pause)
 
     async def _openai(self) -> None:
         import openai  # a development requirement: only this client needs it
