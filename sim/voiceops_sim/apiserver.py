@@ -263,8 +263,11 @@ class KubeApiEmulator:
             if remaining <= 0:
                 raise TimeoutError(message or f"condition not met within {timeout}s")
             self._changed.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that lands as the event fires (a Ctrl-C of the demo went unnoticed).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.2))
+                async with asyncio.timeout(min(remaining, 0.2)):
+                    await self._changed.wait()
 
     def _on_change(self, event: WatchEvent) -> None:
         if self._changed is not None:
