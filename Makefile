@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fmt bench render clean
+.PHONY: venv demo test lint fmt bench render clean kube-binaries
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml
 	$(BIN)/pip install --quiet -e contract -e operator -e service -e sim -r requirements-dev.txt
 	touch $(STAMP)
 
-test: venv tools
+test: venv tools kube-binaries
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -37,8 +37,14 @@ render: venv
 demo: venv
 	$(BIN)/python -m voiceops_sim.demo
 
-bench: venv
+bench: venv kube-binaries
 	$(BIN)/python -m bench
+
+# The real control plane's binaries (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler), built once from Go modules into ~/.cache/voiceops/kube (needs Go >= 1.26
+# the first time; VOICEOPS_KUBE_BIN_DIR=folder uses binaries you already have).
+kube-binaries: venv
+	tools/build-kube-binaries.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

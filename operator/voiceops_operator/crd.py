@@ -7,6 +7,7 @@ crd``); a test keeps the committed file equal to it. Pure: no I/O.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -144,8 +145,58 @@ def model_schema(model: type[BaseModel], *, with_defaults: bool = True) -> dict[
     root_rules = _rules_of(model)
     if root_rules:
         schema["x-kubernetes-validations"] = root_rules
-    schema = _compact_object_defaults(schema) if with_defaults else _strip_defaults(schema)
+    if with_defaults:
+        schema = _compact_object_defaults(_guard_defaulted_fields(schema))
+    else:
+        schema = _strip_defaults(schema)
     return schema
+
+
+_FIELD_CHAIN = re.compile(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+
+
+def _guard_defaulted_fields(node: Any) -> Any:
+    """Each rule holds vacuously while a field it reads that has a default is absent.
+
+    The API server checks every schema default against the rules when the CRD is
+    created, on the default as written: ``spec.failover``'s default ``{}`` has no
+    ``memoryHighRatio`` yet, so ``self.memoryHighRatio < ...`` fails with "no such
+    key". Objects always have those fields (defaults are applied before rules run),
+    so the guard changes nothing for them. Fields without a default are not guarded:
+    rules that read them check ``has()`` themselves.
+    """
+    if isinstance(node, list):
+        return [_guard_defaulted_fields(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _guard_defaulted_fields(v) for k, v in node.items()}
+    if "properties" in node:
+        out["properties"] = {k: _guard_defaulted_fields(v) for k, v in node["properties"].items()}
+    if "x-kubernetes-validations" in node:
+        out["x-kubernetes-validations"] = [
+            {**rule, "rule": _guarded(rule["rule"], node)}
+            for rule in node["x-kubernetes-validations"]
+        ]
+    return out
+
+
+def _guarded(rule: str, node: dict[str, Any]) -> str:
+    guards: list[str] = []
+    for match in _FIELD_CHAIN.finditer(rule):
+        parts = match.group(1).lstrip(".").split(".")
+        if rule[match.end() : match.end() + 1] == "(":
+            parts = parts[:-1]  # a method call (.all, .matches), not a field
+        schema, path = node, "self"
+        for part in parts:
+            schema = (schema.get("properties") or {}).get(part) or {}
+            if "default" not in schema:
+                break
+            path = f"{path}.{part}"
+            if f"has({path})" not in guards:
+                guards.append(f"has({path})")
+    if not guards:
+        return rule
+    return f"!({' && '.join(guards)}) || ({rule})"
 
 
 def _status_schema() -> dict[str, Any]:
@@ -171,7 +222,9 @@ def openapi_schema() -> dict[str, Any]:
                 "type": "string",
             },
             "kind": {"description": "Kind of this object (VoiceService).", "type": "string"},
-            "metadata": {"description": "Standard object metadata.", "type": "object"},
+            # The API server refuses anything else here (a real one said so; see
+            # tests/operator/test_operator_real_apiserver.py).
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": _status_schema(),
         },
