@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import json
 import os
 import signal
 import ssl
@@ -53,6 +54,12 @@ SERVICE_CIDR = "10.96.0.0/16"
 NODE_MONITOR_GRACE_SECONDS = 6
 TOLERATION_SECONDS = 4
 HEALTH_DEADLINE_SECONDS = 120.0
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+"""
 
 
 class ControlPlaneError(RuntimeError):
@@ -184,6 +191,9 @@ class ControlPlane:
 
     folder: Path
     binaries: Binaries | None = None
+    # Log every API request's metadata (verb, resource, user agent) to audit.log:
+    # what benchmarks count requests with.
+    audit: bool = False
     components: list[Component] = field(default_factory=list)
     api_port: int = 0
     seconds_to_healthy: float = 0.0
@@ -195,6 +205,17 @@ class ControlPlane:
     @property
     def admin_kubeconfig(self) -> Path:
         return self.folder / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.folder / "audit.log"
+
+    def audit_events(self) -> list[dict[str, object]]:
+        """Every request the API server answered so far (``audit=True``), oldest first."""
+        if not self.audit_log.exists():
+            return []
+        lines = self.audit_log.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
 
     @property
     def pki(self) -> Pki:
@@ -225,6 +246,12 @@ class ControlPlane:
         for user in ("controller-manager", "scheduler"):
             (self.folder / f"{user}.kubeconfig").write_text(kubeconfig(self.server, pki, user))
         etcd_url = f"http://127.0.0.1:{etcd_port}"
+        audit_flags: list[str] = []
+        if self.audit:
+            policy = self.folder / "audit-policy.yaml"
+            policy.write_text(AUDIT_POLICY)
+            audit_flags = [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                           "--audit-log-format=json", "--audit-log-maxsize=0"]  # fmt: skip
         cm_config = str(self.folder / "controller-manager.kubeconfig")
         sched_config = str(self.folder / "scheduler.kubeconfig")
         self.components = [
@@ -253,7 +280,7 @@ class ControlPlane:
                  f"--service-account-signing-key-file={pki.path('sa.key')}",
                  f"--default-not-ready-toleration-seconds={TOLERATION_SECONDS}",
                  f"--default-unreachable-toleration-seconds={TOLERATION_SECONDS}",
-                 "--allow-privileged=true", "--profiling=false", "--v=0"],
+                 "--allow-privileged=true", "--profiling=false", "--v=0", *audit_flags],
                 f"{self.server}/readyz",
             ),
             Component(
