@@ -1,9 +1,9 @@
-"""Fixtures every test folder may use: the real Kubernetes control plane, once per session."""
+"""Fixtures every test folder may use: real Kubernetes control planes."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from voiceops_sim.control_plane import ControlPlane
@@ -11,26 +11,42 @@ from voiceops_sim.kube_binaries import BinariesError, find
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler, healthy.
+def new_control_plane(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[], ControlPlane]]:
+    """Starts a control plane (etcd, kube-apiserver, controller manager, scheduler), healthy.
 
-    Missing binaries skip on a developer machine and fail under CI=true, where
-    ``make test`` builds them first (``python -m voiceops_sim.kube_binaries``).
+    Each one is stopped at the end of the session at the latest. Missing binaries
+    skip on a developer machine and fail under CI=true, where ``make test`` builds
+    them first (``python -m voiceops_sim.kube_binaries``).
     """
+    started: list[ControlPlane] = []
+
+    def start() -> ControlPlane:
+        try:
+            binaries = find()
+        except BinariesError as error:
+            binaries, problem = None, str(error)
+        else:
+            problem = "run `python -m voiceops_sim.kube_binaries` (or `make kube-binaries`) once"
+        if binaries is None:
+            message = f"the control plane's binaries are missing: {problem}"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), binaries)
+        started.append(plane)
+        plane.start()
+        return plane
+
     try:
-        binaries = find()
-    except BinariesError as error:
-        binaries, problem = None, str(error)
-    else:
-        problem = "run `python -m voiceops_sim.kube_binaries` (or `make kube-binaries`) once"
-    if binaries is None:
-        message = f"the control plane's binaries are missing: {problem}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), binaries)
-    plane.start()
-    try:
-        yield plane
+        yield start
     finally:
-        plane.stop()
+        for plane in started:
+            plane.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane(new_control_plane: Callable[[], ControlPlane]) -> ControlPlane:
+    """One control plane for the session; each test takes a namespace of its own."""
+    return new_control_plane()

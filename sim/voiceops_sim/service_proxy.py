@@ -2,10 +2,18 @@
 
 Every Service with a selector is served on ``127.0.1.N:<port>`` (one address
 per Service, N from 1..250; ports below 1024 are shifted by +8000 so no
-privileges are needed). Each new TCP connection goes to a Ready pod that
-matches the Service's selector *at that moment* (round robin), so a selector
-change (the operator switching tiers) moves new traffic at once, as it does
-with kube-proxy. Connections already open stay where they are.
+privileges are needed). Each new TCP connection goes to a Ready endpoint *at
+that moment* (round robin), so a selector change (the operator switching tiers)
+moves new traffic at once, as it does with kube-proxy. Connections already open
+stay where they are.
+
+Where endpoints come from:
+
+* by default (the API emulator's simulated kubelet, which runs no endpoint
+  controller): the Ready pods that match the Service's selector;
+* with an ``endpoint_source`` (the node agent against a real control plane): that
+  callback, e.g. :func:`endpoints_from_slices` over the EndpointSlices the real
+  EndpointSlice controller writes.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from .selectors import Requirement, labels_match
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+# (Service, one entry of its spec.ports) -> the (ip, port) pairs a new connection may use.
+EndpointSource = Callable[[Obj, Obj], list[tuple[str, int]]]
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass
@@ -33,6 +44,7 @@ class _Listener:
     target_port: Any
     server: asyncio.AbstractServer
     counter: itertools.count[int] = field(default_factory=itertools.count)
+    service_port: Obj = field(default_factory=dict)
 
 
 def local_port(port: int) -> int:
@@ -52,11 +64,48 @@ def _target_port(pod: Obj, target: Any) -> int | None:
     return None
 
 
+def endpoints_from_slices(slices: list[Obj], svc: Obj, service_port: Obj) -> list[tuple[str, int]]:
+    """The ready ``(address, port)`` pairs of ``svc``'s port in these EndpointSlices.
+
+    Slices belong to the Service by the ``kubernetes.io/service-name`` label (and its
+    namespace); the slice port is matched by name, as kube-proxy does. An endpoint
+    whose ``conditions.ready`` is unset counts as ready (the API's documented meaning);
+    terminating endpoints have ``ready: false`` and are skipped.
+    """
+    meta = svc["metadata"]
+    name = service_port.get("name") or ""
+    found: list[tuple[str, int]] = []
+    for piece in slices:
+        piece_meta = piece.get("metadata") or {}
+        if piece_meta.get("namespace") != meta.get("namespace"):
+            continue
+        if (piece_meta.get("labels") or {}).get(SERVICE_NAME_LABEL) != meta["name"]:
+            continue
+        if piece.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
+            continue
+        port = next(
+            (p.get("port") for p in piece.get("ports") or [] if (p.get("name") or "") == name),
+            None,
+        )
+        if port is None:
+            continue
+        for endpoint in piece.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            found.extend((address, int(port)) for address in endpoint.get("addresses") or [])
+    return sorted(set(found))
+
+
 class ServiceProxy:
     """Loopback listeners for Services; endpoints looked up per connection."""
 
-    def __init__(self, list_objects: Callable[[str, str], list[Obj]]) -> None:
+    def __init__(
+        self,
+        list_objects: Callable[[str, str], list[Obj]],
+        endpoint_source: EndpointSource | None = None,
+    ) -> None:
         self._list = list_objects  # (plural, namespace) -> objects
+        self._endpoint_source = endpoint_source
         self.addresses: dict[tuple[str, str], str] = {}
         self.listeners: dict[tuple[str, str, int], _Listener] = {}
         self._free = [f"127.0.1.{n}" for n in range(1, 251)]
@@ -76,13 +125,19 @@ class ServiceProxy:
         if svc is None:
             return []
         ports = (svc.get("spec") or {}).get("ports") or [{}]
-        target = ports[0].get("targetPort", ports[0].get("port"))
-        result = []
+        return [f"{ip}:{port}" for ip, port in self._endpoints(svc, ports[0])]
+
+    def _endpoints(self, svc: Obj, service_port: Obj) -> list[tuple[str, int]]:
+        """Where a new connection to this Service port may go now."""
+        if self._endpoint_source is not None:
+            return self._endpoint_source(svc, service_port)
+        target = service_port.get("targetPort", service_port.get("port"))
+        found = []
         for pod in self._ready_pods(svc):
             port = _target_port(pod, target)
             if port is not None:
-                result.append(f"{pod['status']['podIP']}:{port}")
-        return result
+                found.append((pod["status"]["podIP"], port))
+        return found
 
     def _ready_pods(self, svc: Obj) -> list[Obj]:
         selector = (svc.get("spec") or {}).get("selector") or {}
@@ -113,13 +168,15 @@ class ServiceProxy:
         for key, port in wanted.items():
             if key in self.listeners:
                 self.listeners[key].target_port = port.get("targetPort", port["port"])
+                self.listeners[key].service_port = port
                 continue
             listening = await self._listen(key, local_port(key[2]))
             if listening is None:
                 continue
             address, server = listening
+            target = port.get("targetPort", key[2])
             self.listeners[key] = _Listener(
-                address, local_port(key[2]), port.get("targetPort", key[2]), server
+                address, local_port(key[2]), target, server, service_port=port
             )
 
     async def _listen(
@@ -170,14 +227,16 @@ class ServiceProxy:
         ns, name, _ = key
         listener = self.listeners.get(key)
         svc = next((s for s in self._list("services", ns) if s["metadata"]["name"] == name), None)
-        pods = self._ready_pods(svc) if svc is not None and listener is not None else []
-        if not pods or listener is None:
+        found: list[tuple[str, int]] = []
+        if svc is not None and listener is not None:
+            spec = listener.service_port or {"port": key[2], "targetPort": listener.target_port}
+            found = self._endpoints(svc, spec)
+        if not found or listener is None:
             writer.close()  # no endpoints: kube-proxy rejects the connection too
             return
-        pod = pods[next(listener.counter) % len(pods)]
-        port = _target_port(pod, listener.target_port)
+        ip, port = found[next(listener.counter) % len(found)]
         try:
-            up_reader, up_writer = await asyncio.open_connection(pod["status"]["podIP"], port)
+            up_reader, up_writer = await asyncio.open_connection(ip, port)
         except OSError:
             writer.close()
             return
