@@ -30,6 +30,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import random
 import signal
 import ssl
 import subprocess
@@ -62,6 +63,16 @@ rules:
 """
 
 
+def free_pod_cidr() -> ipaddress.IPv4Network:
+    """A /24 in 10.251.0.0/16 that no interface on this machine uses yet."""
+    shown = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False)
+    for _ in range(256):
+        subnet = ipaddress.ip_network(f"10.251.{random.randrange(256)}.0/24")
+        if f" 10.251.{subnet.network_address.packed[2]}." not in shown.stdout:
+            return subnet
+    raise ControlPlaneError("no free /24 left in 10.251.0.0/16 for a pod network")
+
+
 class ControlPlaneError(RuntimeError):
     """A component could not start or died; the message names it and shows its log."""
 
@@ -91,7 +102,7 @@ class Pki:
 
     folder: Path
 
-    def create(self) -> None:
+    def create(self, extra_ips: list[str] | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         ca_key = _key()
@@ -111,7 +122,8 @@ class Pki:
             x509.DNSName(n)
             for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
         ]
-        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "10.96.0.1")]
+        addresses = ["127.0.0.1", "10.96.0.1", *(extra_ips or [])]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
         self._leaf("apiserver", _name("kube-apiserver"), ca, ca_key, sans, server=True)
         self._leaf("admin", _name("voiceops-admin", "system:masters"), ca, ca_key)
         self._leaf("controller-manager", _name("system:kube-controller-manager"), ca, ca_key)
@@ -194,6 +206,9 @@ class ControlPlane:
     # Log every API request's metadata (verb, resource, user agent) to audit.log:
     # what benchmarks count requests with.
     audit: bool = False
+    # The pods' subnet when they run in network namespaces (pod_network.py): its
+    # gateway forwards to the API server, so the serving certificate names it.
+    pod_cidr: ipaddress.IPv4Network = field(default_factory=lambda: free_pod_cidr())
     components: list[Component] = field(default_factory=list)
     api_port: int = 0
     seconds_to_healthy: float = 0.0
@@ -235,7 +250,7 @@ class ControlPlane:
         binaries = self.binaries or build()
         self.binaries = binaries
         pki = self.pki
-        pki.create()
+        pki.create(extra_ips=[str(next(self.pod_cidr.hosts()))])
         data = self.folder / "etcd-data"
         if data.exists():  # a stale data folder from an earlier run: start clean
             subprocess.run(["rm", "-rf", str(data)], check=True)

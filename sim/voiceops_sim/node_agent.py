@@ -90,6 +90,7 @@ import signal
 import socket
 import ssl
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,9 +101,10 @@ import yaml
 
 from .kube_binaries import KUBERNETES_VERSION
 from .kubelet import IpPool, _container_ports
+from .pod_network import NamespacePodNetwork
 from .pod_runtime import ContainerState, ProcessPodRuntime, RuntimeContext, now_rfc3339
 from .scheduling import GPU, SimNode, parse_node
-from .service_proxy import ServiceProxy, endpoints_from_slices
+from .service_proxy import ServiceProxy, endpoints_from_slices, pipe
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ __all__ = [
 ]
 
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/14")
+API_GATEWAY_PORT = 6443  # pods in network namespaces reach the API server here, on the gateway
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 LEASE_DURATION_SECONDS = 40
@@ -442,10 +445,17 @@ class ConfigError(Exception):
 class AgentPodRuntime(ProcessPodRuntime):
     """A ProcessPodRuntime with image entrypoints, ErrImagePull and a pod-network IP."""
 
-    def __init__(self, ctx: RuntimeContext, pod_ip: str, images: dict[str, Image]) -> None:
+    def __init__(
+        self,
+        ctx: RuntimeContext,
+        pod_ip: str,
+        images: dict[str, Image],
+        exec_prefix: Sequence[str] = (),
+    ) -> None:
         super().__init__(ctx)
         self.pod_ip = pod_ip
         self.images = images
+        self.exec_prefix = list(exec_prefix)  # e.g. ip netns exec <the pod's namespace>
         self.started_containers = False
 
     def command_for(self, spec: Obj) -> list[str]:
@@ -458,7 +468,7 @@ class AgentPodRuntime(ProcessPodRuntime):
                 raise LookupError(self.unknown_image(spec))
             entry, args = list(image.entrypoint), list(spec.get("args") or image.cmd)
         resolved = shutil.which(entry[0], path=self._path()) or entry[0]
-        return [resolved, *entry[1:], *args]
+        return [*self.exec_prefix, resolved, *entry[1:], *args]
 
     def unknown_image(self, spec: Obj) -> str:
         return (
@@ -502,6 +512,7 @@ class _PodEntry:
     uid: str = ""
     runtime: AgentPodRuntime | None = None
     pool_ip: str = ""
+    netns: str = ""  # the pod's network namespace (NamespacePodNetwork)
     refs: dict[tuple[str, str], Obj | None] = field(default_factory=dict)
     worker: asyncio.Task[None] | None = None
     reporter: asyncio.Task[None] | None = None
@@ -530,6 +541,7 @@ class NodeAgent:
         status_period: float = 2.0,
         status_interval: float = 0.05,
         service_proxy: bool = True,
+        pod_network: NamespacePodNetwork | None = None,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
         specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
@@ -546,6 +558,9 @@ class NodeAgent:
         self.status_period = status_period
         self.status_interval = status_interval
         self.client: KubeClient | None = None
+        # Pods in network namespaces with real addresses (None: loopback twins).
+        self.pod_network = pod_network
+        self._api_gateway: asyncio.AbstractServer | None = None
         self.routed = False  # 10.244.0.0/14 local here: processes bind their pod IPs
         self.ips = IpPool()
         self.entries: dict[tuple[str, str], _PodEntry] = {}
@@ -579,6 +594,9 @@ class NodeAgent:
         self.client = KubeClient.from_kubeconfig(self.kubeconfig, self.work_dir / "credentials")
         self.routed = pod_network_is_local()
         try:
+            if self.pod_network is not None:
+                await asyncio.to_thread(self.pod_network.setup)
+                self._api_gateway = await self._forward_api_from_gateway(self.pod_network.gateway)
             for node in self.nodes.values():
                 await self._register(node)
             for name in self.nodes:
@@ -644,8 +662,30 @@ class NodeAgent:
         self.entries.clear()
         if self.proxy is not None:
             await self.proxy.close()
+        if self._api_gateway is not None:
+            self._api_gateway.close()
+            self._api_gateway = None
+        if self.pod_network is not None:
+            await asyncio.to_thread(self.pod_network.teardown)
         if self.client is not None:
             await self.client.close()
+
+    async def _forward_api_from_gateway(self, gateway: str) -> asyncio.AbstractServer:
+        """Pods reach the API server at the pod network's gateway (TLS passes through)."""
+        target = urllib.parse.urlsplit(self.api.server)
+        host, port = target.hostname or "127.0.0.1", target.port or 443
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(
+                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
+            )
+
+        return await asyncio.start_server(forward, gateway, API_GATEWAY_PORT)
 
     async def __aenter__(self) -> NodeAgent:
         await self.start()
@@ -821,6 +861,12 @@ class NodeAgent:
 
     def _take_ip(self, ports: list[int]) -> tuple[str, str, str]:
         """(pool loopback address, address the process binds, pod IP)."""
+        if self.pod_network is not None:
+            raise AssertionError("pods in network namespaces take their IP from the network")
+        return self._take_loopback_ip(ports)
+
+    def _take_loopback_ip(self, ports: list[int]) -> tuple[str, str, str]:
+        """(pool loopback address, address the process binds, pod IP)."""
         rejected: list[str] = []
         try:
             while True:
@@ -837,7 +883,13 @@ class NodeAgent:
 
     def _create_runtime(self, entry: _PodEntry, pod: Obj) -> None:
         ns, name = entry.key
-        pool_ip, host_ip, pod_ip = self._take_ip(_container_ports(pod))
+        prefix: list[str] = []
+        if self.pod_network is not None:
+            entry.netns, pod_ip = self.pod_network.attach()
+            pool_ip, host_ip = "", pod_ip
+            prefix = self.pod_network.exec_prefix(entry.netns)
+        else:
+            pool_ip, host_ip, pod_ip = self._take_ip(_container_ports(pod))
         ctx = RuntimeContext(
             pod=copy.deepcopy(pod),
             node=entry.node,
@@ -849,7 +901,7 @@ class NodeAgent:
             resolve_env_ref=lambda ref: self._resolve_env_ref(entry, ref),
             grace_cap_seconds=self.grace_cap_seconds,
         )
-        entry.runtime = AgentPodRuntime(ctx, pod_ip, self.images)
+        entry.runtime = AgentPodRuntime(ctx, pod_ip, self.images, prefix)
         entry.uid = pod["metadata"]["uid"]
         entry.pool_ip = pool_ip
         entry.sent = None
@@ -975,7 +1027,10 @@ class NodeAgent:
             },
         }
         answer = await self.api.request("POST", f"{path}/token", request)
-        cluster: Obj = {"server": self.api.server}
+        server = self.api.server
+        if self.pod_network is not None:  # inside the pod, 127.0.0.1 is the pod itself
+            server = f"https://{self.pod_network.gateway}:{API_GATEWAY_PORT}"
+        cluster: Obj = {"server": server}
         if self.api.ca_pem:
             cluster["certificate-authority-data"] = base64.b64encode(self.api.ca_pem).decode()
         else:
@@ -1108,6 +1163,9 @@ class NodeAgent:
         if entry.pool_ip:
             self.ips.give_back(entry.pool_ip)
             entry.pool_ip = ""
+        if entry.netns and self.pod_network is not None:
+            self.pod_network.detach(entry.netns)
+            entry.netns = ""
         entry.runtime = None
 
     async def _delete(self, pod: Obj) -> bool:
