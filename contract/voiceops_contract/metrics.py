@@ -31,6 +31,19 @@ GPU_MEMORY_TOTAL_BYTES = MetricSpec(
 GPU_UTILIZATION_RATIO = MetricSpec(
     "voiceops_gpu_utilization_ratio", "gauge", "GPU compute utilisation 0..1, from NVML.", ("gpu",)
 )
+GPU_HEALTHY = MetricSpec(
+    "voiceops_gpu_healthy",
+    "gauge",
+    "1 while NVML reports the GPU healthy, 0 when not; reason says why "
+    "(ok, xid_<code> for a fatal XID, gpu_lost, nvml_error, ecc_uncorrectable).",
+    ("gpu", "uuid", "reason"),
+)
+GPU_XID_ERRORS_TOTAL = MetricSpec(
+    "voiceops_gpu_xid_errors_total",
+    "counter",
+    "XID errors NVML delivered for the GPU, fatal or not, by XID code.",
+    ("gpu", "xid"),
+)
 TORCH_MEMORY_ALLOCATED_BYTES = MetricSpec(
     "voiceops_torch_memory_allocated_bytes", "gauge", "Memory held by live torch tensors."
 )
@@ -83,6 +96,8 @@ ALL: tuple[MetricSpec, ...] = (
     GPU_MEMORY_USED_BYTES,
     GPU_MEMORY_TOTAL_BYTES,
     GPU_UTILIZATION_RATIO,
+    GPU_HEALTHY,
+    GPU_XID_ERRORS_TOTAL,
     TORCH_MEMORY_ALLOCATED_BYTES,
     TORCH_MEMORY_RESERVED_BYTES,
     CUDA_OOM_TOTAL,
@@ -101,8 +116,34 @@ ALL: tuple[MetricSpec, ...] = (
 # Metrics that exist only when the pod can see a GPU: without one the service
 # exports none of them rather than fake zeros.
 GPU_ONLY: frozenset[str] = frozenset(
-    {GPU_MEMORY_USED_BYTES.name, GPU_MEMORY_TOTAL_BYTES.name, GPU_UTILIZATION_RATIO.name}
+    {
+        GPU_MEMORY_USED_BYTES.name,
+        GPU_MEMORY_TOTAL_BYTES.name,
+        GPU_UTILIZATION_RATIO.name,
+        GPU_HEALTHY.name,
+        GPU_XID_ERRORS_TOTAL.name,
+    }
 )
+
+# GPU_HEALTHY's reason label: "ok" while healthy, else why (the service's
+# voiceops_service.gpu documents each and lists the fatal XIDs).
+GPU_HEALTH_OK = "ok"
+GPU_HEALTH_XID_PREFIX = "xid_"  # + the fatal XID's code: "xid_79"
+GPU_HEALTH_GPU_LOST = "gpu_lost"
+GPU_HEALTH_NVML_ERROR = "nvml_error"
+GPU_HEALTH_ECC_UNCORRECTABLE = "ecc_uncorrectable"
+
+
+def gpu_health_xid(xid: int) -> str:
+    """The reason label for a fatal XID."""
+    return f"{GPU_HEALTH_XID_PREFIX}{xid}"
+
+
+def gpu_health_fatal_xid(reason: str) -> int | None:
+    """The fatal XID a reason label names, or None (not an XID reason)."""
+    code = reason.removeprefix(GPU_HEALTH_XID_PREFIX)
+    return int(code) if reason.startswith(GPU_HEALTH_XID_PREFIX) and code.isdigit() else None
+
 
 # What the operator reads from each GPU pod to decide on failover.
 OPERATOR_READS: tuple[MetricSpec, ...] = (
@@ -111,6 +152,8 @@ OPERATOR_READS: tuple[MetricSpec, ...] = (
     CUDA_OOM_TOTAL,
     REQUESTS_IN_FLIGHT,
     DEGRADED,
+    GPU_HEALTHY,
+    GPU_XID_ERRORS_TOTAL,
 )
 
 # The HPA "pods" metric name for in-flight requests (served by a Prometheus

@@ -43,6 +43,8 @@ class ServiceMetrics:
         self.gpu_memory_used_bytes = gauge(contract.GPU_MEMORY_USED_BYTES)
         self.gpu_memory_total_bytes = gauge(contract.GPU_MEMORY_TOTAL_BYTES)
         self.gpu_utilization_ratio = gauge(contract.GPU_UTILIZATION_RATIO)
+        self.gpu_healthy = gauge(contract.GPU_HEALTHY)
+        self.gpu_xid_errors_total = counter(contract.GPU_XID_ERRORS_TOTAL)
         self.torch_memory_allocated_bytes = gauge(contract.TORCH_MEMORY_ALLOCATED_BYTES)
         self.torch_memory_reserved_bytes = gauge(contract.TORCH_MEMORY_RESERVED_BYTES)
         self.cuda_oom_total = counter(contract.CUDA_OOM_TOTAL)
@@ -108,3 +110,8 @@ class ServiceMetrics:
         ):
             with contextlib.suppress(KeyError):
                 gauge.remove(gpu)
+
+    def remove_gpu_health(self, gpu: str, uuid: str, reason: str) -> None:
+        """Drop one GPU's health series (its reason changed, or the GPU is gone)."""
+        with contextlib.suppress(KeyError):
+            self.gpu_healthy.remove(gpu, uuid, reason)

@@ -22,6 +22,7 @@ from voiceops_service.synthesis import EngineRunner, SpeechService
 READY_LOADING = "loading"
 READY_LOAD_FAILED = "load_failed"
 READY_GPU_UNUSABLE = "gpu_unusable"
+READY_GPU_UNHEALTHY = "gpu_unhealthy"  # NVML: fatal XID, GPU lost, NVML failing, ECC
 READY_SATURATED = "saturated"
 READY_DEGRADED = "degraded"
 
@@ -52,6 +53,9 @@ class ServiceState:
             reasons[READY_LOADING] = f"loading the {self.settings.engine} engine"
         if (message := self.gpu_problem()) is not None:
             reasons[READY_GPU_UNUSABLE] = message
+        # Whatever the engine runs on: every GPU NVML sees was allocated to this pod.
+        if (message := self.gpu.latest.unhealthy_message()) is not None:
+            reasons[READY_GPU_UNHEALTHY] = message
         if self.admission.saturated:
             reasons[READY_SATURATED] = (
                 f"{self.admission.running} running and {self.admission.waiting} queued "

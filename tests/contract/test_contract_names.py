@@ -33,3 +33,20 @@ def test_env_names_share_prefix() -> None:
     assert env_names
     assert all(name.startswith(pod.ENV_PREFIX) for name in env_names)
     assert len(env_names) == len(set(env_names))
+
+
+def test_gpu_health_reasons_name_fatal_xids_and_nothing_else() -> None:
+    assert metrics.GPU_HEALTHY.labels == ("gpu", "uuid", "reason")
+    assert metrics.GPU_XID_ERRORS_TOTAL.labels == ("gpu", "xid")
+    assert {metrics.GPU_HEALTHY.name, metrics.GPU_XID_ERRORS_TOTAL.name} <= metrics.GPU_ONLY
+    assert metrics.gpu_health_xid(79) == "xid_79"
+    assert metrics.gpu_health_fatal_xid(metrics.gpu_health_xid(79)) == 79
+    for reason in (
+        metrics.GPU_HEALTH_OK,
+        metrics.GPU_HEALTH_GPU_LOST,
+        metrics.GPU_HEALTH_NVML_ERROR,
+        metrics.GPU_HEALTH_ECC_UNCORRECTABLE,
+        "xid_",
+        "xid_7x",
+    ):
+        assert metrics.gpu_health_fatal_xid(reason) is None
