@@ -1,13 +1,15 @@
 """What real clients see through a failover: both client kinds, on the local cluster.
 
-Real parts: the operator process, ``voiceops-service`` processes for both tiers (VITS
-with the bundled joe voice on the GPU tier, on CPU here; espeak on the fallback),
-the official ``openai`` client with its defaults (keep-alive pool, two retries),
-back to back, and a plain client with a new connection per request and no retries,
-at most 20 requests a second, through
-the front Service (``voiceops_sim.traffic``). Test doubles: the API emulator and the
-simulated kubelet (its Service proxy keeps established connections where they are,
-as kube-proxy does); ``voiceops_sim.failover_cluster`` sets them up.
+Real parts: the Kubernetes control plane (etcd, kube-apiserver, controller manager,
+scheduler), the operator process, ``voiceops-service`` processes for both tiers
+(VITS with the bundled joe voice on the GPU tier, on CPU here; espeak on the
+fallback), the official ``openai`` client with its defaults (keep-alive pool, two
+retries), back to back, and a plain client with a new connection per request and
+no retries, at most 20 requests a second, through the front Service
+(``voiceops_sim.traffic``). Test double: the node agent (kubelet and kube-proxy;
+pods in network namespaces with real addresses, a Service proxy that routes by
+EndpointSlices and keeps established connections where they are, as kube-proxy
+does); ``voiceops_sim.failover_cluster`` sets it all up (needs root).
 
 Scenarios, in one cluster, window 1 s:
 
@@ -39,7 +41,7 @@ from typing import Any
 from voiceops_sim.failover_cluster import FailoverCluster, failover_cluster
 from voiceops_sim.traffic import RequestRecord, Traffic
 
-WINDOW = 1.0
+WINDOW = 1
 OBSERVATION_PERIOD = 0.25  # policy.observation_interval for a 1 s window
 PLAIN_INTERVAL = 0.05  # the plain client's pace: 20 requests a second at most
 

@@ -1,10 +1,14 @@
-"""A local cluster with a two-tier VoiceService, for failover tests and benchmarks.
+"""A real local cluster with a two-tier VoiceService, for failover tests and benchmarks.
 
-The API emulator and the simulated kubelet (test doubles) with one GPU node and
-one CPU node, process pods (real ``voiceops-service`` processes: VITS with the
-bundled joe voice on the GPU tier, espeak on the fallback tier), the real operator
-process, and a namespace with the fault-injection token. ``FailoverCluster``
-reads phases and routing, finds ready pods and injects faults through the pods'
+Real: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
+(``control_plane``), the operator process, and ``voiceops-service`` processes for
+the pods (VITS with the bundled joe voice on the GPU tier, espeak on the fallback
+tier). The nodes are the node agent (a test double of kubelet and kube-proxy):
+pods run in network namespaces of their own with real addresses
+(``pod_network``; needs root), so the operator scrapes and notifies them at
+``status.podIP`` as it would on a cluster, and the front Service routes through
+EndpointSlices the real controller writes. ``FailoverCluster`` reads phases and
+routing from watches, finds ready pods and injects faults through the pods'
 token-guarded ``/admin/faults``.
 """
 
@@ -21,18 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
-from .apiserver import KubeApiEmulator
-from .kubelet import KubeletConfig, SimulatedKubelet, parse_node
+from . import pod_network
+from .control_plane import ControlPlane
+from .node_agent import Informer, KubeClient, NodeAgent
 from .operator_process import OperatorProcess
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "voiceservice.yaml"
 FAULT_TOKEN = "failover-fault-token"
 TIER = "voiceops.io/tier"
 NAME = "tts"
+NODES = ("sim-gpu-0:1:8", "sim-cpu-0:0:16")
 
 
-def two_tier_voiceservice(namespace: str, window_seconds: float) -> dict[str, Any]:
+def two_tier_voiceservice(namespace: str, window_seconds: int) -> dict[str, Any]:
     """VITS on the GPU tier, espeak on the fallback, fault injection on, quick probes."""
     probes = {"periodSeconds": 1, "timeoutSeconds": 1}
     return {
@@ -51,7 +58,9 @@ def two_tier_voiceservice(namespace: str, window_seconds: float) -> dict[str, An
             "failover": {
                 "windowSeconds": window_seconds,
                 "cooldownSeconds": 1,
-                "recoverAfterSeconds": max(2.0, window_seconds),
+                # Integers: the API server's CEL sees 2.0 as a double where the schema
+                # says integer, and fails the rule comparing them.
+                "recoverAfterSeconds": max(2, window_seconds),
             },
             "probes": {
                 "startup": {**probes, "failureThreshold": 120},
@@ -69,38 +78,50 @@ def two_tier_voiceservice(namespace: str, window_seconds: float) -> dict[str, An
 
 @dataclass
 class FailoverCluster:
-    emulator: KubeApiEmulator
-    kubelet: SimulatedKubelet
+    plane: ControlPlane
+    agent: NodeAgent
     operator: OperatorProcess
     namespace: str
+    api: KubeClient
+    voiceservices: Informer
+    services: Informer
+    pods: Informer
 
     def status(self) -> dict[str, Any]:
-        return (self.emulator.get("voiceservices", NAME, self.namespace) or {}).get("status") or {}
+        found = self.voiceservices.items.get((self.namespace, NAME)) or {}
+        return found.get("status") or {}
 
     def phase(self) -> str:
         return str(self.status().get("phase", ""))
 
     def selected_tier(self) -> str:
-        service = self.emulator.get("services", NAME, self.namespace) or {}
+        service = self.services.items.get((self.namespace, NAME)) or {}
         return ((service.get("spec") or {}).get("selector") or {}).get(TIER, "both")
 
     def ready_pods(self, tier: str) -> list[dict[str, Any]]:
         found = []
-        for pod in self.emulator.list("pods", self.namespace, label_selector=f"{TIER}={tier}"):
+        for pod in self.pods.items.values():
+            if (pod["metadata"].get("labels") or {}).get(TIER) != tier:
+                continue
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
             conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
             if conds.get("Ready") == "True":
                 found.append(pod)
         return found
 
     def front_url(self) -> str:
-        return self.kubelet.service_url(self.namespace, NAME)
+        return self.agent.service_url(self.namespace, NAME)
 
     def front_endpoints(self) -> list[str]:
-        return self.kubelet.service_endpoints(self.namespace, NAME)
+        try:
+            return self.agent.service_endpoints(self.namespace, NAME)
+        except LookupError:
+            return []
 
     def kill(self, pod: dict[str, Any]) -> bool:
-        """SIGKILL the pod's container process (the kubelet restarts it)."""
-        return self.kubelet.kill_pod_process(self.namespace, pod["metadata"]["name"])
+        """SIGKILL the pod's container process (the node agent restarts it)."""
+        return self.agent.kill_pod_process(self.namespace, pod["metadata"]["name"])
 
     async def until(self, done: Callable[[], object], within: float, what: str) -> float:
         """Poll every 2 ms until ``done()``; when it first held (time.monotonic())."""
@@ -146,54 +167,87 @@ class FailoverCluster:
         await self.set_faults(pod, body)
 
 
+async def _apply_crd(api: KubeClient) -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    await api.request("POST", path, crd)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = await api.get(f"{path}/{crd['metadata']['name']}") or {}
+        conditions = (found.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the VoiceService CRD was not established within 60 s")
+
+
 @contextlib.asynccontextmanager
 async def failover_cluster(
-    work_dir: Path, window_seconds: float, **operator_settings: Any
+    work_dir: Path, window_seconds: int, **operator_settings: Any
 ) -> AsyncIterator[FailoverCluster]:
     """The cluster, the operator and the VoiceService, Serving with a ready fallback pod."""
-    emulator = KubeApiEmulator(crd_files=[CRD])
-    await emulator.start()
-    kubelet = SimulatedKubelet(
-        emulator,
-        KubeletConfig(
-            nodes=[parse_node("sim-gpu-0:1:8"), parse_node("sim-cpu-0:0:16")],
-            pod_mode="process",
-            log_dir=str(work_dir / "pods"),
-            resync_seconds=0.1,
+    reason = pod_network.available()
+    if reason is not None:
+        raise RuntimeError(reason)
+    plane = ControlPlane(work_dir / "plane")
+    await asyncio.to_thread(plane.start)
+    agent: NodeAgent | None = None
+    operator: OperatorProcess | None = None
+    api = KubeClient.from_kubeconfig(plane.admin_kubeconfig, work_dir / "credentials")
+    informers: list[Informer] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await _apply_crd(api)
+        agent = NodeAgent(
+            plane.admin_kubeconfig,
+            list(NODES),
+            work_dir / "agent",
+            pod_network=pod_network.NamespacePodNetwork(plane.pod_cidr),
             extra_env={
                 "VOICEOPS_GPU_POLL_INTERVAL_SECONDS": "0.2",
                 "VOICEOPS_LOG_LEVEL": "warning",
             },
-        ),
-    )
-    operator: OperatorProcess | None = None
-    try:
-        await kubelet.start()
-        namespace = f"fo-{uuid.uuid4().hex[:6]}"
-        emulator.ensure_namespace(namespace)
-        emulator.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "faults", "namespace": namespace},
-                "data": {"token": base64.b64encode(FAULT_TOKEN.encode()).decode()},
-            }
         )
+        await agent.start()
+        namespace = f"fo-{uuid.uuid4().hex[:6]}"
+        await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+        secret = {
+            "metadata": {"name": "faults"},
+            "data": {"token": base64.b64encode(FAULT_TOKEN.encode()).decode()},
+        }
+        await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+        base = f"/api/v1/namespaces/{namespace}"
+        informers = [
+            Informer(api, f"/apis/voiceops.io/v1alpha1/namespaces/{namespace}/voiceservices",
+                     lambda *_: None),
+            Informer(api, f"{base}/services", lambda *_: None),
+            Informer(api, f"{base}/pods", lambda *_: None),
+        ]  # fmt: skip
+        tasks = [asyncio.create_task(i.run()) for i in informers]
         operator = OperatorProcess(
-            emulator.write_kubeconfig(work_dir / "kubeconfig"),
+            plane.admin_kubeconfig,
             work_dir / "operator.log",
             namespaces=[namespace],
             scrape_interval_seconds=0.5,
             **operator_settings,
         )
         await operator.start()
-        cluster = FailoverCluster(emulator, kubelet, operator, namespace)
-        emulator.create(two_tier_voiceservice(namespace, window_seconds))
+        cluster = FailoverCluster(plane, agent, operator, namespace, api, *informers)
+        body = two_tier_voiceservice(namespace, window_seconds)
+        await api.request(
+            "POST", f"/apis/voiceops.io/v1alpha1/namespaces/{namespace}/voiceservices", body
+        )
         await cluster.routed("Serving", "gpu", within=180)
         await cluster.until(lambda: cluster.ready_pods("fallback"), 60, "a ready fallback pod")
+        await cluster.until(cluster.front_endpoints, 30, "the front Service's endpoints")
         yield cluster
     finally:
         if operator is not None:
             await operator.stop()
-        await kubelet.stop()
-        await emulator.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if agent is not None:
+            await agent.stop()
+        await api.close()
+        await asyncio.to_thread(plane.stop)

@@ -1,12 +1,14 @@
 """Failover that real clients follow: keep-alive pools, the advertised voice, empty tiers.
 
-Real: the operator process, ``voiceops-service`` processes for both tiers (VITS with
-the bundled joe voice on the GPU tier, on CPU here; espeak on the fallback tier),
-the official ``openai`` client with its defaults (keep-alive pool, two retries) and
-a plain client that opens a connection per request, all through the front Service.
-Test doubles: the API emulator and the simulated kubelet, whose Service proxy keeps
-an established connection on its backend, as kube-proxy does
-(``voiceops_sim.failover_cluster``).
+Real: the Kubernetes control plane (etcd, kube-apiserver, controller manager,
+scheduler), the operator process, ``voiceops-service`` processes for both tiers (VITS
+with the bundled joe voice on the GPU tier, on CPU here; espeak on the fallback tier),
+the official ``openai`` client with its defaults (keep-alive pool, two retries) and a
+plain client that opens a connection per request, all through the front Service.
+Test double: the node agent (kubelet and kube-proxy), whose pods have real addresses
+in network namespaces and whose Service proxy routes by EndpointSlices and keeps an
+established connection on its backend, as kube-proxy does
+(``voiceops_sim.failover_cluster``; needs root for the network namespaces).
 
 Each test failed before its fix: keep-alive clients stayed on the tier traffic had
 left; the fallback refused the advertised model and voice; a dead GPU pod waited a
@@ -46,7 +48,7 @@ def _summary(records: list[RequestRecord]) -> str:
 
 
 async def test_keep_alive_clients_follow_a_failover_and_come_back(tmp_path: Path) -> None:
-    async with failover_cluster(tmp_path, 1.0) as cluster:
+    async with failover_cluster(tmp_path, 1) as cluster:
         traffic = Traffic(cluster.front_url)
         model, voice = await traffic.discover()
         assert (model, voice) == ("vits", "en_US-joe-medium")  # what the service advertises
@@ -73,7 +75,7 @@ async def test_keep_alive_clients_follow_a_failover_and_come_back(tmp_path: Path
 
 async def test_a_killed_gpu_pod_fails_over_at_once(tmp_path: Path) -> None:
     # A window far longer than the test waits: only the fact path can fail over in time.
-    async with failover_cluster(tmp_path, 60.0) as cluster:
+    async with failover_cluster(tmp_path, 60) as cluster:
         traffic = Traffic(cluster.front_url)
         await traffic.discover()
         traffic.start()
@@ -99,7 +101,7 @@ async def test_a_killed_gpu_pod_fails_over_at_once(tmp_path: Path) -> None:
 async def test_a_lost_fallback_while_failed_over_sends_traffic_to_the_gpu_tier(
     tmp_path: Path,
 ) -> None:
-    async with failover_cluster(tmp_path, 1.0) as cluster:
+    async with failover_cluster(tmp_path, 1) as cluster:
         await cluster.gpu_memory(0.99)
         await cluster.routed("FailedOver", "fallback")
         traffic = Traffic(cluster.front_url)
