@@ -13,7 +13,7 @@ from voiceops_sim.kube_binaries import BinariesError, find
 @pytest.fixture(scope="session")
 def new_control_plane(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Callable[[], ControlPlane]]:
+) -> Iterator[Callable[..., ControlPlane]]:
     """Starts a control plane (etcd, kube-apiserver, controller manager, scheduler), healthy.
 
     Each one is stopped at the end of the session at the latest. Missing binaries
@@ -22,7 +22,7 @@ def new_control_plane(
     """
     started: list[ControlPlane] = []
 
-    def start() -> ControlPlane:
+    def start(*, audit: bool = False) -> ControlPlane:
         try:
             binaries = find()
         except BinariesError as error:
@@ -34,7 +34,7 @@ def new_control_plane(
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(message)
             pytest.skip(message)
-        plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), binaries)
+        plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), binaries, audit=audit)
         started.append(plane)
         plane.start()
         return plane
@@ -47,6 +47,6 @@ def new_control_plane(
 
 
 @pytest.fixture(scope="session")
-def control_plane(new_control_plane: Callable[[], ControlPlane]) -> ControlPlane:
+def control_plane(new_control_plane: Callable[..., ControlPlane]) -> ControlPlane:
     """One control plane for the session; each test takes a namespace of its own."""
     return new_control_plane()
