@@ -83,7 +83,18 @@ async def test_a_killed_gpu_pod_fails_over_at_once(tmp_path: Path) -> None:
             await answered_by(traffic, "openai", "vits", after=0)
             killed = time.monotonic()
             assert cluster.kill(cluster.ready_pods("gpu")[0])
-            switched = await cluster.routed("FailedOver", "fallback", within=15)
+            await cluster.routed("FailedOver", "fallback", within=15)
+
+            # The endpoints follow the selector once the EndpointSlice controller has
+            # rewritten the front Service's slices.
+            def fallback_endpoints() -> bool:
+                wanted = {f"{p['status']['podIP']}:8000" for p in cluster.ready_pods("fallback")}
+                found = cluster.front_endpoints()
+                return bool(found) and set(found) == wanted
+
+            switched = await cluster.until(
+                fallback_endpoints, 15, "the front Service's endpoints on the fallback tier"
+            )
             last = cluster.status()["lastTransition"]
             assert last["reason"] == "NoReadyGPUPods"
             assert "at once" in last["message"]
@@ -92,8 +103,8 @@ async def test_a_killed_gpu_pod_fails_over_at_once(tmp_path: Path) -> None:
             await traffic.stop()
         assert not traffic.failures("openai"), _summary(traffic.failures("openai"))
         # The plain client (no retries) loses what was in flight on the dead pod and what
-        # it sent in the moment before the switch (bench/failover_clients.py measures it);
-        # nothing it sends once the front Service has switched fails.
+        # it sent before traffic moved (bench/failover_clients.py measures it); nothing it
+        # sends once the front Service's endpoints are the fallback tier's fails.
         late = [r for r in traffic.failures("plain") if r.started >= switched]
         assert not late, _summary(late)
 
