@@ -274,6 +274,36 @@ def transition_event(
     }
 
 
+def replacement_event(
+    body: Mapping[str, Any], replacement: policy.Replacement, now: str, instance: str
+) -> dict[str, Any]:
+    """A Warning Event: a pod replaced for a GPU hardware fault (pod, node, GPU, XID)."""
+    meta = body["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": policy.REASON_GPU_HARDWARE_FAULT,
+        "message": replacement.message[:1024],
+        "type": "Warning",
+        "source": {"component": COMPONENT},
+        "reportingComponent": f"voiceops.io/{COMPONENT}",
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "action": "ReplacePod",
+    }
+
+
 def routing_of(decision: policy.Decision) -> build.Routing:
     return build.Routing(
         active_tier=decision.active_tier, fallback_replicas=decision.fallback_replicas
@@ -413,6 +443,8 @@ class HealingLoop:
         self._pruned: set[str] = set()
         # What each pod (uid, restarts) was last told about its routing.
         self.told: dict[tuple[str, int], bool] = {}
+        # Pods (uids) deleted for a GPU hardware fault: each is deleted once.
+        self.replaced: set[str] = set()
 
     def _current(self, body: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """(resourceVersion, status) of the body, or of our write if the body predates it."""
@@ -460,6 +492,7 @@ class HealingLoop:
         await self._act(body, vs, decision)
         self.state = decision.state
         await self._tell_pods(pods, vs, decision.active_tier)
+        await self._replace_faulty(body, pods, decision)
         self.runtime.metrics.reconcile_duration.labels("healing").observe(
             time.perf_counter() - started
         )
@@ -499,6 +532,29 @@ class HealingLoop:
         except KubeError as exc:  # the transition stands; a lost Event is only logged
             rt.metrics.observation_errors.labels("api").inc()
             log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+
+    async def _replace_faulty(
+        self, body: Mapping[str, Any], pods: list[dict[str, Any]], decision: policy.Decision
+    ) -> None:
+        """Delete each pod whose GPU has a hardware fault (once), with a Warning Event.
+
+        Its Deployment makes a new pod, which the scheduler may place on a healthy GPU.
+        """
+        uids = {p["metadata"]["name"]: p["metadata"].get("uid", "") for p in pods}
+        for replacement in decision.replace:
+            uid = uids.get(replacement.pod, "")
+            if not uid or uid in self.replaced:
+                continue
+            rt = self.runtime
+            await rt.api.delete("v1", "Pod", self.namespace, replacement.pod)
+            self.replaced.add(uid)
+            log.warning("%s/%s: %s", self.namespace, self.name, replacement.message)
+            event = replacement_event(body, replacement, st.now_rfc3339(), rt.instance)
+            try:
+                await rt.create_event(event)
+            except KubeError as exc:  # the pod is replaced; a lost Event is only logged
+                log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+        self.replaced &= set(uids.values())
 
     async def _tell_pods(
         self, pods: list[dict[str, Any]], vs: VoiceService, active_tier: policy.Tier

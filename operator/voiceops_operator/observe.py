@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from voiceops_contract import metrics as m
 from voiceops_contract.pod import DEFAULT_PORT, PATH_METRICS
 
-from voiceops_operator.policy import GPUMetrics, Observation, PodObservation
+from voiceops_operator.policy import GPUFault, GPUMetrics, Observation, PodObservation
 
 HTTP_PORT_NAME = "http"
 REASON_CRASH_LOOP = "CrashLoopBackOff"
@@ -46,6 +46,7 @@ def parse_gpu_metrics(text: str) -> GPUMetrics:
     total: dict[str, float] = {}
     oom = in_flight = 0.0
     degraded = False
+    faults: list[GPUFault] = []
     relevant, ours = _relevant_lines(text)
     if not ours:
         raise MetricsParseError("not Prometheus text from a voiceops pod: no voiceops_ samples")
@@ -68,6 +69,12 @@ def parse_gpu_metrics(text: str) -> GPUMetrics:
                     in_flight += value
                 elif name == m.DEGRADED.name:
                     degraded = degraded or value >= 0.5
+                elif name == m.GPU_HEALTHY.name and value < 0.5:
+                    labels = sample.labels
+                    faults.append(
+                        GPUFault(labels.get("gpu", ""), labels.get("uuid", ""),
+                                 labels.get("reason", "unknown"))
+                    )  # fmt: skip
     except (ValueError, TypeError, IndexError) as exc:
         raise MetricsParseError(f"not Prometheus text: {exc}") from exc
     return GPUMetrics(
@@ -75,6 +82,7 @@ def parse_gpu_metrics(text: str) -> GPUMetrics:
         oom_total=oom,
         in_flight=in_flight,
         degraded=degraded,
+        faults=tuple(sorted(faults, key=lambda f: f.gpu)),
     )
 
 
@@ -192,6 +200,8 @@ def classify_pod(
         unschedulable_message=message,
         last_termination_reason=last_reason,
         metrics=metrics if ready else None,
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        gpu_faults=metrics.faults if metrics is not None else (),
     )
 
 
@@ -253,13 +263,21 @@ class PodScraper:
             return parse_gpu_metrics(await resp.text())
 
     async def scrape(self, pods: Sequence[Mapping[str, Any]]) -> ScrapeResult:
-        """Metrics of every ready pod in ``pods``; failures become unknown (None)."""
+        """Metrics of every running pod in ``pods``; failures become unknown (None).
+
+        Unready pods too: a GPU hardware fault makes its pod unready, and the operator
+        must still see the fault to replace the pod. Their failures are not errors
+        (a starting pod does not answer yet).
+        """
         targets: dict[str, str] = {}
         errors: dict[str, str] = {}
+        unready: set[str] = set()
         for pod in live_pods(pods):
             name = pod["metadata"]["name"]
             if not pod_is_ready(pod):
-                continue
+                if (pod.get("status") or {}).get("phase") != "Running":
+                    continue
+                unready.add(name)
             url = pod_metrics_url(pod)
             if url is None:
                 errors[name] = "pod has no IP"
@@ -274,7 +292,8 @@ class PodScraper:
                 out[name] = result
             elif isinstance(result, Exception):
                 out[name] = None
-                errors[name] = f"{type(result).__name__}: {result}".rstrip(": ")
+                if name not in unready:
+                    errors[name] = f"{type(result).__name__}: {result}".rstrip(": ")
             else:  # CancelledError and friends: not ours to swallow
                 raise result
         return ScrapeResult(out, errors)

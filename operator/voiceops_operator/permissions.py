@@ -40,7 +40,12 @@ PERMISSIONS: tuple[Permission, ...] = (
         CHILD_VERBS,
         "a NetworkPolicy around the pods of both tiers",
     ),
-    Permission("", "pods", ("get", "list", "watch"), "self-healing observes tier pods"),
+    Permission(
+        "",
+        "pods",
+        ("get", "list", "watch", "delete"),
+        "self-healing observes tier pods and replaces one whose GPU has a hardware fault",
+    ),
     Permission("", "events", ("create", "patch"), "Kubernetes Events (kopf posts them)"),
     Permission(
         "apiextensions.k8s.io",

@@ -80,6 +80,7 @@ REASON_RECOVERED = "GPUTierRecovered"
 REASON_FALLBACK_DISABLED = "FallbackDisabled"
 REASON_WAITING_FOR_GPU = "WaitingForGPUTier"
 REASON_NO_READY_FALLBACK_PODS = "NoReadyFallbackPods"
+REASON_GPU_HARDWARE_FAULT = "GPUHardwareFault"
 
 # Pending-signal keys kept in the state (and in status.healing.signals).
 SIGNAL_PRESSURE = "pressure"  # severity >= 1
@@ -159,6 +160,18 @@ class PolicyConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class GPUFault:
+    """A GPU the pod's NVML reports unhealthy (voiceops_gpu_healthy 0)."""
+
+    gpu: str
+    uuid: str
+    reason: str  # xid_79, gpu_lost, nvml_error, ecc_uncorrectable
+
+    def describe(self) -> str:
+        return f"GPU {self.gpu} ({self.uuid or 'no UUID'}): {self.reason}"
+
+
+@dataclass(frozen=True)
 class GPUMetrics:
     """What one GPU pod's /metrics said. ``memory_used_ratio`` None: no GPU gauges."""
 
@@ -166,6 +179,7 @@ class GPUMetrics:
     oom_total: float = 0.0
     in_flight: float = 0.0
     degraded: bool = False
+    faults: tuple[GPUFault, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +195,9 @@ class PodObservation:
     unschedulable_message: str = ""
     last_termination_reason: str = ""  # OOMKilled, Error, ...
     metrics: GPUMetrics | None = None  # None: not scraped or the scrape failed (unknown)
+    node: str = ""
+    # Hardware faults its GPUs report, ready or not (an unhealthy GPU makes it unready).
+    gpu_faults: tuple[GPUFault, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,6 +249,21 @@ class Assessment:
 
 
 @dataclass(frozen=True)
+class Replacement:
+    """A pod whose GPU has a hardware fault: delete it, so its Deployment makes a new one."""
+
+    pod: str
+    node: str
+    faults: tuple[GPUFault, ...]
+
+    @property
+    def message(self) -> str:
+        where = f" on node {self.node}" if self.node else ""
+        faults = "; ".join(f.describe() for f in self.faults)
+        return f"replacing pod {self.pod}{where}: {faults}"
+
+
+@dataclass(frozen=True)
 class Decision:
     phase: Phase
     active_tier: Tier
@@ -244,6 +276,12 @@ class Decision:
     # The earliest time this decision could change with no new input (a window,
     # a grace period or the cooldown running out): when to look again at the latest.
     recheck_at: float | None = None
+    # Pods to replace now, whatever the phase: a GPU hardware fault does not heal in place.
+    replace: tuple[Replacement, ...] = ()
+
+
+def replacements(obs: Observation) -> tuple[Replacement, ...]:
+    return tuple(Replacement(p.name, p.node, p.gpu_faults) for p in obs.gpu_pods if p.gpu_faults)
 
 
 def _fmt(ratio: float) -> str:
@@ -271,12 +309,15 @@ def assess(config: PolicyConfig, obs: Observation) -> Assessment:
     critical = [p for p in readable if _ratio(p) >= config.memory_critical_ratio]
     high = [p for p in readable if _ratio(p) >= config.memory_high_ratio]
     degraded = [p for p in readable if p.metrics is not None and p.metrics.degraded]
-    usable = [p for p in readable if p not in critical]
+    faulty = [p for p in obs.gpu_pods if p.gpu_faults]
+    usable = [p for p in readable if p not in critical and not p.gpu_faults]
     n = len(obs.gpu_pods)
 
     def out(sev: Severity, reason: str, message: str) -> Assessment:
         return Assessment(sev, reason, message, len(ready), top)
 
+    if faulty and not usable and not unknown:
+        return out(Severity.FAILURE, REASON_GPU_HARDWARE_FAULT, _fault_message(faulty, n))
     if not usable and not (unknown and not critical):
         # Nothing on the GPU tier can take traffic.
         if stuck:
@@ -313,6 +354,8 @@ def assess(config: PolicyConfig, obs: Observation) -> Assessment:
             REASON_METRICS_UNAVAILABLE,
             f"metrics of all {len(unknown)} ready GPU pods unreadable: {_names(unknown)}",
         )
+    if faulty:
+        return out(Severity.PRESSURE, REASON_GPU_HARDWARE_FAULT, _fault_message(faulty, n))
     if high:
         return out(
             Severity.PRESSURE,
@@ -358,6 +401,15 @@ def assess(config: PolicyConfig, obs: Observation) -> Assessment:
         REASON_GPU_TIER_HEALTHY,
         f"{len(ready)} of {n} GPU pods ready and healthy{memory}",
     )
+
+
+def _fault_message(pods: list[PodObservation], n: int) -> str:
+    named = "; ".join(
+        f"{p.name}" + (f" on {p.node}" if p.node else "") + ": "
+        + ", ".join(f.describe() for f in p.gpu_faults)
+        for p in pods[:3]
+    )  # fmt: skip
+    return f"GPU hardware fault on {len(pods)} of {n} GPU pods: {named}"
 
 
 def _ratio(pod: PodObservation) -> float:
@@ -475,10 +527,11 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
         message = f"{a.message}; no ready fallback pod to fail over to, the GPU tier keeps serving"
 
     # Facts: a tier with no ready pod while the other has one moves traffic now.
+    hardware = a.reason == REASON_GPU_HARDWARE_FAULT and a.severity == Severity.FAILURE
     if (
         config.fallback_enabled
         and state.phase in ("Serving", "Degraded", "Recovering")
-        and a.ready_gpu_pods == 0
+        and (a.ready_gpu_pods == 0 or hardware)
         and fallback_ready
     ):
         target, trigger, cooled = "FailedOver", SIGNAL_FAILURE, True
@@ -538,6 +591,7 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
             new_state,
             a,
             recheck_at(config, new_state, obs),
+            replacements(obs),
         )
 
     fallback = _fallback_wanted(config, state.phase, obs, state.fallback_replicas)
@@ -555,6 +609,7 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
         new_state,
         a,
         recheck_at(config, new_state, obs),
+        replacements(obs),
     )
 
 

@@ -31,10 +31,11 @@ change both together.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, list, watch, create, patch, delete]
-# Self-healing observes the tier pods (phase, reasons, restarts, IPs to scrape).
+# Self-healing observes the tier pods (phase, reasons, restarts, IPs to scrape) and
+# replaces a pod whose GPU reports a hardware fault (an XID, a lost GPU).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]
 # Kubernetes Events for handler outcomes and tier transitions.
 - apiGroups: [""]
   resources: [events]
