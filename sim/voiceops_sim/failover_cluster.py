@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -32,7 +33,15 @@ from .control_plane import ControlPlane
 from .node_agent import Informer, KubeClient, NodeAgent
 from .operator_process import OperatorProcess
 
-CRD = Path(__file__).resolve().parents[2] / "crds" / "voiceservice.yaml"
+REPO = Path(__file__).resolve().parents[2]
+CRD = REPO / "crds" / "voiceservice.yaml"
+FAKE_NVML_BUILD = REPO / "tools" / "fake-nvml" / "build.sh"
+GPU_NODE = "sim-gpu-0"
+HEALTHY_GPU = (
+    "device_count=1\ngpu0.name=NVIDIA H200 (fake NVML)\n"
+    "gpu0.uuid=GPU-0f0f0f0f-0000-4000-8000-000000000079\n"
+    "gpu0.memory_total=150000000000\ngpu0.memory_used=15000000000\n"
+)
 FAULT_TOKEN = "failover-fault-token"
 TIER = "voiceops.io/tier"
 NAME = "tts"
@@ -119,6 +128,13 @@ class FailoverCluster:
         except LookupError:
             return []
 
+    def write_nvml(self, state: str) -> None:
+        """Replace the GPU node's fake NVML state (whole, by rename, as the library reads it)."""
+        path = self.plane.folder.parent / "nvml-state"
+        partial = path.with_suffix(".partial")
+        partial.write_text(state)
+        partial.replace(path)
+
     def kill(self, pod: dict[str, Any]) -> bool:
         """SIGKILL the pod's container process (the node agent restarts it)."""
         return self.agent.kill_pod_process(self.namespace, pod["metadata"]["name"])
@@ -190,6 +206,16 @@ async def failover_cluster(
     if reason is not None:
         raise RuntimeError(reason)
     plane = ControlPlane(work_dir / "plane")
+    # The GPU node's pods see one GPU through a fake libnvidia-ml.so.1 (a test double
+    # in C): NVML numbers and faults enter where real ones would.
+    nvml_dir = work_dir / "fake-nvml"
+    built = await asyncio.to_thread(
+        subprocess.run, [str(FAKE_NVML_BUILD), str(nvml_dir)], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"building the fake NVML library failed: {built.stderr}")
+    nvml_state = work_dir / "nvml-state"
+    nvml_state.write_text(HEALTHY_GPU)
     await asyncio.to_thread(plane.start)
     agent: NodeAgent | None = None
     operator: OperatorProcess | None = None
@@ -203,6 +229,12 @@ async def failover_cluster(
             list(NODES),
             work_dir / "agent",
             pod_network=pod_network.NamespacePodNetwork(plane.pod_cidr),
+            node_env={
+                GPU_NODE: {
+                    "LD_LIBRARY_PATH": str(nvml_dir),
+                    "VOICEOPS_FAKE_NVML_STATE": str(nvml_state),
+                }
+            },
             extra_env={
                 "VOICEOPS_GPU_POLL_INTERVAL_SECONDS": "0.2",
                 "VOICEOPS_LOG_LEVEL": "warning",

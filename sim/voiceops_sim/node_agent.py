@@ -542,6 +542,7 @@ class NodeAgent:
         status_interval: float = 0.05,
         service_proxy: bool = True,
         pod_network: NamespacePodNetwork | None = None,
+        node_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
         specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
@@ -552,6 +553,8 @@ class NodeAgent:
         self.pods_dir = self.work_dir / "pods"
         self.images = default_images() if images is None else images
         self.extra_env = dict(extra_env or {})
+        # Per node: what its pods' processes get on top (a GPU node's NVML library).
+        self.node_env = {node: dict(env) for node, env in (node_env or {}).items()}
         self.time_scale = time_scale
         self.grace_cap_seconds = grace_cap_seconds
         self.lease_period = lease_period
@@ -897,7 +900,7 @@ class NodeAgent:
             time_scale=self.time_scale,
             on_change=entry.dirty.set,
             log_dir=self.pods_dir,
-            extra_env={**self.extra_env, "POD_NAMESPACE": ns},
+            extra_env={**self.extra_env, **self.node_env.get(entry.node, {}), "POD_NAMESPACE": ns},
             resolve_env_ref=lambda ref: self._resolve_env_ref(entry, ref),
             grace_cap_seconds=self.grace_cap_seconds,
         )

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from voiceops_sim.failover_cluster import failover_cluster
+from voiceops_sim.failover_cluster import HEALTHY_GPU, failover_cluster
 from voiceops_sim.traffic import RequestRecord, Traffic
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -133,4 +133,35 @@ async def test_a_lost_fallback_while_failed_over_sends_traffic_to_the_gpu_tier(
             await cluster.until(gpu_answered, 30, "an answer from the GPU tier")
         finally:
             await traffic.stop()
+        assert not traffic.failures("openai"), _summary(traffic.failures("openai"))
+
+
+async def test_an_xid_on_the_gpu_fails_over_at_once_and_replaces_the_pod(tmp_path: Path) -> None:
+    # The GPU node's pods read a fake NVML library; XID 79 enters where a real one would.
+    async with failover_cluster(tmp_path, 60) as cluster:
+        traffic = Traffic(cluster.front_url)
+        await traffic.discover()
+        traffic.start()
+        try:
+            await answered_by(traffic, "openai", "vits", after=0)
+            (faulty,) = cluster.ready_pods("gpu")
+            injected = time.monotonic()
+            cluster.write_nvml(HEALTHY_GPU + "gpu0.xids=79\n")
+            await cluster.routed("FailedOver", "fallback", within=15)
+            assert cluster.status()["lastTransition"]["reason"] == "GPUHardwareFault"
+            await answered_by(traffic, "openai", "espeak", after=injected)
+
+            def replaced() -> bool:
+                uids = [p["metadata"]["uid"] for p in cluster.ready_pods("gpu")]
+                return bool(uids) and faulty["metadata"]["uid"] not in uids
+
+            await cluster.until(replaced, 120, "a new GPU pod in place of the faulty one")
+        finally:
+            await traffic.stop()
+        events = await cluster.api.request("GET", f"/api/v1/namespaces/{cluster.namespace}/events")
+        (event,) = [e for e in events["items"] if e.get("reason") == "GPUHardwareFault"
+                    and e.get("action") == "ReplacePod"]  # fmt: skip
+        name = faulty["metadata"]["name"]
+        assert f"replacing pod {name} on node sim-gpu-0: GPU 0 (GPU-0f0f" in event["message"]
+        assert "xid_79" in event["message"]
         assert not traffic.failures("openai"), _summary(traffic.failures("openai"))
