@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fmt bench render clean kube-binaries
+.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml
 
 venv: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: venv kube-binaries
 # the first time; VOICEOPS_KUBE_BIN_DIR=folder uses binaries you already have).
 kube-binaries: venv
 	tools/build-kube-binaries.sh
+
+# The test-double libnvidia-ml.so.1 (gcc): tests build their own copy; this one is for
+# running a service by hand (LD_LIBRARY_PATH=.tools/fake-nvml VOICEOPS_FAKE_NVML_STATE=...).
+fake-nvml:
+	tools/fake-nvml/build.sh .tools/fake-nvml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
