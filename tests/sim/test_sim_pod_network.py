@@ -42,13 +42,18 @@ LIST_PODS = (
 )
 
 
-@pytest.fixture(scope="module")
-def control_plane(new_control_plane: Callable[[], ControlPlane]) -> Iterator[ControlPlane]:
+def need_network_namespaces() -> None:
+    """Skip where ``ip netns`` is refused (not root); fail under CI=true, which runs as root."""
     reason = pod_network.available()
     if reason is not None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def control_plane(new_control_plane: Callable[[], ControlPlane]) -> Iterator[ControlPlane]:
+    need_network_namespaces()
     plane = new_control_plane()
     try:
         yield plane
@@ -155,9 +160,7 @@ async def test_a_pod_reaches_the_api_server_as_its_service_account_through_the_g
 
 
 def test_leftovers_of_a_tag_are_found_and_removed(tmp_path: Path) -> None:
-    reason = pod_network.available()
-    if reason is not None:
-        pytest.skip(reason)
+    need_network_namespaces()
     network = pod_network.NamespacePodNetwork(ipaddress.ip_network("10.252.7.0/29"))
     network.setup()
     network.attach()
