@@ -240,12 +240,18 @@ def fallback_scale_patches(
     return out
 
 
-def transition_event(
-    body: Mapping[str, Any], transition: policy.Transition, now: str, instance: str
+def vs_event(
+    body: Mapping[str, Any],
+    reason: str,
+    message: str,
+    *,
+    warning: bool,
+    action: str,
+    now: str,
+    instance: str,
 ) -> dict[str, Any]:
-    """A core/v1 Event about one tier transition."""
+    """A core/v1 Event about the VoiceService ``body`` (the healing loop's one Event shape)."""
     meta = body["metadata"]
-    warning = transition.to_phase in _ESCALATIONS
     return {
         "apiVersion": "v1",
         "kind": "Event",
@@ -258,11 +264,8 @@ def transition_event(
             "uid": meta.get("uid", ""),
             "resourceVersion": meta.get("resourceVersion", ""),
         },
-        "reason": transition.reason,
-        "message": (
-            f"{transition.from_phase} → {transition.to_phase} "
-            f"(traffic: {transition.from_tier} → {transition.to_tier}): {transition.message}"
-        )[:1024],
+        "reason": reason,
+        "message": message[:1024],
         "type": "Warning" if warning else "Normal",
         "source": {"component": COMPONENT},
         "reportingComponent": f"voiceops.io/{COMPONENT}",
@@ -270,38 +273,39 @@ def transition_event(
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
-        "action": "FailOver" if transition.to_tier == "fallback" else "Route",
+        "action": action,
     }
+
+
+def transition_event(
+    body: Mapping[str, Any], transition: policy.Transition, now: str, instance: str
+) -> dict[str, Any]:
+    """An Event about one tier transition."""
+    return vs_event(
+        body,
+        transition.reason,
+        f"{transition.from_phase} → {transition.to_phase} "
+        f"(traffic: {transition.from_tier} → {transition.to_tier}): {transition.message}",
+        warning=transition.to_phase in _ESCALATIONS,
+        action="FailOver" if transition.to_tier == "fallback" else "Route",
+        now=now,
+        instance=instance,
+    )
 
 
 def replacement_event(
     body: Mapping[str, Any], replacement: policy.Replacement, now: str, instance: str
 ) -> dict[str, Any]:
     """A Warning Event: a pod replaced for a GPU hardware fault (pod, node, GPU, XID)."""
-    meta = body["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-        "reason": policy.REASON_GPU_HARDWARE_FAULT,
-        "message": replacement.message[:1024],
-        "type": "Warning",
-        "source": {"component": COMPONENT},
-        "reportingComponent": f"voiceops.io/{COMPONENT}",
-        "reportingInstance": instance,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-        "action": "ReplacePod",
-    }
+    return vs_event(
+        body,
+        policy.REASON_GPU_HARDWARE_FAULT,
+        replacement.message,
+        warning=True,
+        action="ReplacePod",
+        now=now,
+        instance=instance,
+    )
 
 
 def routing_of(decision: policy.Decision) -> build.Routing:
