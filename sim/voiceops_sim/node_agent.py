@@ -104,7 +104,7 @@ from .kubelet import IpPool, _container_ports
 from .pod_network import NamespacePodNetwork
 from .pod_runtime import ContainerState, ProcessPodRuntime, RuntimeContext, now_rfc3339
 from .scheduling import GPU, SimNode, parse_node
-from .service_proxy import ServiceProxy, endpoints_from_slices, pipe
+from .service_proxy import ServiceProxy, endpoints_from_slices, splice
 
 log = logging.getLogger(__name__)
 
@@ -678,17 +678,9 @@ class NodeAgent:
         target = urllib.parse.urlsplit(self.api.server)
         host, port = target.hostname or "127.0.0.1", target.port or 443
 
-        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                up_reader, up_writer = await asyncio.open_connection(host, port)
-            except OSError:
-                writer.close()
-                return
-            await asyncio.gather(
-                pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-            )
-
-        return await asyncio.start_server(forward, gateway, API_GATEWAY_PORT)
+        return await asyncio.start_server(
+            lambda reader, writer: splice(reader, writer, host, port), gateway, API_GATEWAY_PORT
+        )
 
     async def __aenter__(self) -> NodeAgent:
         await self.start()

@@ -235,14 +235,22 @@ class ServiceProxy:
             writer.close()  # no endpoints: kube-proxy rejects the connection too
             return
         ip, port = found[next(listener.counter) % len(found)]
-        try:
-            up_reader, up_writer = await asyncio.open_connection(ip, port)
-        except OSError:
-            writer.close()
-            return
-        await asyncio.gather(
-            pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True
-        )
+        await splice(reader, writer, ip, port)
+
+
+async def splice(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int
+) -> None:
+    """Connect to ``host:port`` and copy both ways until either side closes.
+
+    A refused connection closes the client's, as a proxy whose backend is gone does.
+    """
+    try:
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+    except OSError:
+        writer.close()
+        return
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
