@@ -6,6 +6,9 @@ The service reads every setting from ``VOICEOPS_*`` environment variables
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 ENV_PREFIX = "VOICEOPS_"
 
 ENV_ENGINE = "VOICEOPS_ENGINE"  # espeak | vits
@@ -33,6 +36,22 @@ ENV_SERVICE_VOICE = "VOICEOPS_SERVICE_VOICE"  # spec.model.voice: the advertised
 ENV_POD_NAME = "VOICEOPS_POD_NAME"  # the pod's own name (downward API); notices name their pod
 ENV_ROUTING_PUBLIC_KEY = "VOICEOPS_ROUTING_PUBLIC_KEY"  # base64 raw key; empty = no notices
 ROUTING_AUDIENCE = "voiceops-routing"  # the notices' JWT audience
+ED25519_KEY_BYTES = 32  # a seed or a public key, each sent as base64 of the raw bytes
+
+
+def check_ed25519_base64(text: str, what: str) -> str:
+    """``text`` stripped, if it is base64 of 32 raw bytes; ValueError naming ``what``."""
+    text = text.strip()
+    if not text:
+        return text
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"must be base64 (the {ED25519_KEY_BYTES} raw bytes of {what})") from None
+    if len(raw) != ED25519_KEY_BYTES:
+        raise ValueError(f"must decode to {ED25519_KEY_BYTES} bytes ({what}), not {len(raw)}")
+    return text
+
 
 PATH_LIVE = "/healthz"
 PATH_READY = "/readyz"

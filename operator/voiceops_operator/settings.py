@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from voiceops_contract import pod
 
 DEFAULT_SERVICE_IMAGE = "voiceops/service:0.1.0"
 DEFAULT_SERVICE_GPU_IMAGE = "voiceops/service-gpu:0.1.0"
@@ -79,16 +79,7 @@ class OperatorSettings(BaseSettings):
     @field_validator("routing_key")
     @classmethod
     def _ed25519_seed(cls, value: SecretStr) -> SecretStr:
-        text = value.get_secret_value().strip()
-        if not text:
-            return SecretStr("")
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("must be base64 (the 32-byte seed of an Ed25519 key)") from None
-        if len(raw) != 32:
-            raise ValueError(f"must decode to 32 bytes (an Ed25519 seed), not {len(raw)}")
-        return SecretStr(text)
+        return SecretStr(pod.check_ed25519_base64(value.get_secret_value(), "an Ed25519 seed"))
 
     def routing_signing_key(self) -> Ed25519PrivateKey | None:
         text = self.routing_key.get_secret_value()

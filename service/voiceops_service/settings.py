@@ -6,8 +6,6 @@ Field names match ``voiceops_contract.pod`` (``VOICEOPS_MAX_CONCURRENCY`` ->
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -94,16 +92,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("routing_public_key")
     @classmethod
     def _raw_ed25519_key(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            return value
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("must be base64 (the 32 raw bytes of an Ed25519 public key)") from None
-        if len(raw) != 32:
-            raise ValueError(f"must decode to 32 bytes (an Ed25519 public key), not {len(raw)}")
-        return value
+        return pod.check_ed25519_base64(value, "an Ed25519 public key")
 
     @field_validator("voice", "model_path", "host", "service_voice", "pod_name")
     @classmethod

@@ -121,3 +121,12 @@ async def test_each_pod_is_told_once_and_again_after_a_restart_or_a_lost_notice(
 
     await loop._tell_pods(restarted, VS, "gpu")  # traffic moves back
     assert sorted(runtime.told) == [("f", False), ("g", True)]
+
+
+def test_a_routing_key_that_is_not_32_base64_bytes_is_refused_naming_the_setting() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    for bad, rule in (("not base64!", "must be base64"), ("YWJj", "not 3")):
+        with pytest.raises(ValidationError, match=rf"routing_key[\s\S]*{rule}"):
+            OperatorSettings(_env_file=None, routing_key=bad)
