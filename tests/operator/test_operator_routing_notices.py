@@ -6,8 +6,10 @@ import base64
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import ValidationError
 from voiceops_contract import pod as pod_contract
 from voiceops_operator import healing
 from voiceops_operator.routing_notices import PodTarget, pod_targets, sign_notice, tier_routed
@@ -124,9 +126,6 @@ async def test_each_pod_is_told_once_and_again_after_a_restart_or_a_lost_notice(
 
 
 def test_a_routing_key_that_is_not_32_base64_bytes_is_refused_naming_the_setting() -> None:
-    import pytest
-    from pydantic import ValidationError
-
     for bad, rule in (("not base64!", "must be base64"), ("YWJj", "not 3")):
         with pytest.raises(ValidationError, match=rf"routing_key[\s\S]*{rule}"):
             OperatorSettings(_env_file=None, routing_key=bad)
