@@ -345,6 +345,18 @@ static nvmlReturn_t begin_device(nvmlDevice_t device, struct state **out,
     return NVML_SUCCESS;
 }
 
+/* Every device call starts alike: read the state and find the device, or return why
+ * not. Declares `state` (to hand to finish()) and `found` (the device's state). */
+#define BEGIN_DEVICE(device)                                     \
+    struct state *state = NULL;                                  \
+    struct device_state *found = NULL;                           \
+    do {                                                         \
+        nvmlReturn_t begun = begin_device((device), &state, &found); \
+        if (begun != NVML_SUCCESS) {                             \
+            return begun;                                        \
+        }                                                        \
+    } while (0)
+
 static nvmlReturn_t finish(struct state *state, nvmlReturn_t ret) {
     free(state);
     return ret;
@@ -474,12 +486,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t 
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (index == NULL) {
         return finish(state, NVML_ERROR_INVALID_ARGUMENT);
     }
@@ -488,22 +495,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index)
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char *name, unsigned int length) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     return finish(state, copy_out(name, length, found->name));
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t device, char *uuid, unsigned int length) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     return finish(state, copy_out(uuid, length, found->uuid));
 }
 
@@ -515,12 +512,7 @@ static void memory_of(const struct device_state *device, unsigned long long *tot
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (memory == NULL) {
         return finish(state, NVML_ERROR_INVALID_ARGUMENT);
     }
@@ -529,12 +521,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *m
 }
 
 EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (memory == NULL) {
         return finish(state, NVML_ERROR_INVALID_ARGUMENT);
     }
@@ -548,12 +535,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v
 
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device,
                                                   nvmlUtilization_t *utilization) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (utilization == NULL) {
         return finish(state, NVML_ERROR_INVALID_ARGUMENT);
     }
@@ -565,12 +547,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device,
 /* errorType: 0 corrected, 1 uncorrected; counterType: 0 volatile, 1 aggregate. */
 EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, int errorType,
                                                 int counterType, unsigned long long *count) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (!found->ecc_supported) {
         return finish(state, NVML_ERROR_NOT_SUPPORTED);
     }
@@ -585,12 +562,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, int errorTy
 
 EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device,
                                                      unsigned long long *eventTypes) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (eventTypes == NULL) {
         return finish(state, NVML_ERROR_INVALID_ARGUMENT);
     }
@@ -613,12 +585,7 @@ EXPORT nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set) {
 
 EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long eventTypes,
                                              nvmlEventSet_t set) {
-    struct state *state = NULL;
-    struct device_state *found = NULL;
-    nvmlReturn_t ret = begin_device(device, &state, &found);
-    if (ret != NVML_SUCCESS) {
-        return ret;
-    }
+    BEGIN_DEVICE(device);
     if (set == NULL) {
         return finish(state, NVML_ERROR_INVALID_ARGUMENT);
     }
