@@ -38,7 +38,6 @@ from voiceops_service.speech import (
     SpeechPlan,
     plan_speech,
     resolve_voice,
-    voice_book,
 )
 from voiceops_service.state import ServiceState, SpeechDep, StateDep, speech_service
 from voiceops_service.streaming import (
@@ -165,7 +164,7 @@ async def create_speech(request: Request) -> Response:
     speech = speech_service(state)
     body = await parse_speech_body(request)
     started = time.perf_counter()
-    plan = plan_speech(body, speech.engine, state.settings)
+    plan = plan_speech(body, speech.voices, state.settings)
     if plan.stream:
         return await _start_stream(plan, request, state, speech, started)
     try:
@@ -350,7 +349,7 @@ async def list_models(speech: SpeechDep, state: StateDep) -> dict[str, Any]:
         "object": "list",
         "data": [
             {"id": model, "object": "model", "created": 0, "owned_by": "voiceops"}
-            for model in voice_book(speech.engine, state.settings).models
+            for model in speech.voices.models
         ],
     }
 
@@ -365,7 +364,7 @@ async def list_voices(speech: SpeechDep, state: StateDep, native: bool = False) 
     by tier by design (it is the answering pod's engine): ``default`` there is the
     native voice a request without a voice speaks with.
     """
-    book = voice_book(speech.engine, state.settings)
+    book = speech.voices
     if native:
         engine = speech.engine
         return {

@@ -46,6 +46,7 @@ from voiceops_service.routing import (
     routing_router,
 )
 from voiceops_service.settings import ServiceSettings
+from voiceops_service.speech import voice_book
 from voiceops_service.state import ServiceState
 from voiceops_service.synthesis import Batcher, EngineRunner, InlineCalls, SpeechService
 
@@ -211,7 +212,9 @@ async def load_service(state: ServiceState) -> None:
         max_block_seconds=settings.inline_call_max_ms / 1000,
         faults=state.faults,
     )
-    state.speech = SpeechService(engine, guard, runner, batcher, state.metrics, inline)
+    state.speech = SpeechService(
+        engine, guard, runner, batcher, state.metrics, inline, voices=voice_book(engine, settings)
+    )
     log.info(
         "ready: engine %s %s on %s, voice %s, fallback %s",
         engine.name,

@@ -6,7 +6,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
-from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -100,7 +99,6 @@ class VoiceBook:
 
 
 _PIPER_NAME = re.compile(r"^([a-z]{2,3})_([A-Z]{2})-")
-_BOOKS: WeakKeyDictionary[Engine, dict[tuple[object, ...], VoiceBook]] = WeakKeyDictionary()
 
 
 def voice_language(name: str) -> str:
@@ -198,31 +196,24 @@ def build_catalogue(engine: Engine, settings: ServiceSettings) -> tuple[Catalogu
 
 
 def voice_book(engine: Engine, settings: ServiceSettings) -> VoiceBook:
-    """This pod's VoiceBook, built once per loaded engine and service settings."""
-    key = (settings.service_voice, settings.service_engines)
-    books = _BOOKS.setdefault(engine, {})
-    book = books.get(key)
-    if book is None:
-        catalogue = build_catalogue(engine, settings)
-        native = tuple(engine.voices())
-        book = VoiceBook(
-            models=accepted_models(engine, settings),
-            default=catalogue[0].name,
-            catalogue=catalogue,
-            native=native,
-            native_names=frozenset(voice.name for voice in native),
-            speaks_as={
-                voice.name: nearest_voice(voice.language, native, engine.default_voice)
-                for voice in catalogue
-            },
-        )
-        books[key] = book
-    return book
+    """This pod's VoiceBook (the app builds it once, when the engine has loaded)."""
+    catalogue = build_catalogue(engine, settings)
+    native = tuple(engine.voices())
+    return VoiceBook(
+        models=accepted_models(engine, settings),
+        default=catalogue[0].name,
+        catalogue=catalogue,
+        native=native,
+        native_names=frozenset(voice.name for voice in native),
+        speaks_as={
+            voice.name: nearest_voice(voice.language, native, engine.default_voice)
+            for voice in catalogue
+        },
+    )
 
 
-def plan_speech(body: SpeechBody, engine: Engine, settings: ServiceSettings) -> SpeechPlan:
-    """Check ``body`` against the running engine; raise ApiError naming the field."""
-    book = voice_book(engine, settings)
+def plan_speech(body: SpeechBody, book: VoiceBook, settings: ServiceSettings) -> SpeechPlan:
+    """Check ``body`` against the running engine's ``book``; raise ApiError naming the field."""
     if body.model not in book.models:
         raise ApiError(
             404,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from voiceops_service.faults import FaultState
     from voiceops_service.metrics import ServiceMetrics
     from voiceops_service.resilience import OomGuard
+    from voiceops_service.speech import VoiceBook
 
 T = TypeVar("T")
 
@@ -215,8 +216,11 @@ class SpeechService:
         batcher: Batcher | None = None,
         metrics: ServiceMetrics | None = None,
         inline: InlineCalls | None = None,
+        *,
+        voices: VoiceBook,
     ) -> None:
         self.engine = engine
+        self.voices = voices  # the model ids and voices requests may name
         self.guard = guard
         self.runner = runner
         self.batcher = batcher

@@ -32,6 +32,7 @@ from voiceops_service.faults import FaultState, FaultUpdate
 from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.resilience import OomGuard, OomPolicy
 from voiceops_service.settings import ServiceSettings
+from voiceops_service.speech import voice_book
 from voiceops_service.synthesis import EngineRunner, InlineCalls, SpeechService
 
 SHORT = SynthesisRequest(text="Hello there.")  # 12 characters
@@ -369,7 +370,10 @@ def build_service(
     engine.load()
     guard = OomGuard(OomPolicy(), metrics=metrics, target_sample_rate=engine.sample_rate)
     inline = InlineCalls(engine, runner, alone, max_block_seconds=1.0)
-    return SpeechService(engine, guard, runner, None, metrics, inline), engine, inline
+    service = SpeechService(
+        engine, guard, runner, None, metrics, inline, voices=voice_book(engine, ServiceSettings())
+    )
+    return service, engine, inline
 
 
 def test_service_runs_calls_inline_after_the_first_measured_one() -> None:
