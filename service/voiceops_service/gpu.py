@@ -45,7 +45,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voiceops_contract import metrics as contract
 
@@ -156,18 +156,13 @@ class GpuSnapshot:
 
 
 class GpuReader(Protocol):
+    """What the monitor polls (NvmlReader; tests give it scripted polls)."""
+
     error: str | None
 
-    def read(self) -> list[GpuReading]: ...
+    def poll(self) -> NvmlPoll: ...
 
     def close(self) -> None: ...
-
-
-@runtime_checkable
-class GpuHealthReader(Protocol):
-    """A reader that also reports health and XID events (NvmlReader)."""
-
-    def poll(self) -> NvmlPoll: ...
 
 
 def _address(handle: object) -> int | None:
@@ -256,9 +251,6 @@ class NvmlReader:
         except pynvml.NVMLError as error:
             self.events_error = f"GPU {device.gpu}: no XID events: {error}"
         log.warning("NVML: %s", self.events_error)
-
-    def read(self) -> list[GpuReading]:
-        return list(self.poll().readings)
 
     def poll(self) -> NvmlPoll:
         """Memory, utilisation and health of every GPU, and the XIDs since the last poll."""
@@ -437,11 +429,8 @@ class GpuMonitor:
                 log.info("GPU telemetry off: %s", self.reader.error)
         xids: tuple[XidEvent, ...] = ()
         try:
-            if isinstance(self.reader, GpuHealthReader):
-                polled = self.reader.poll()
-                readings, health, xids = list(polled.readings), polled.health, polled.xids
-            else:
-                readings, health = self.reader.read(), ()
+            polled = self.reader.poll()
+            readings, health, xids = list(polled.readings), polled.health, polled.xids
             error = self.reader.error
         except Exception as exc:  # a GPU that fell off the bus must not kill the poller
             error = f"NVML read failed: {type(exc).__name__}: {exc}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from voiceops_service.faults import FaultState, FaultUpdate, SimulatedGpuMemory
-from voiceops_service.gpu import GpuMonitor, GpuReading, NvmlReader
+from voiceops_service.gpu import GpuMonitor, GpuReading, NvmlPoll, NvmlReader
 from voiceops_service.metrics import ServiceMetrics
 
 GIB = 2**30
@@ -16,8 +16,8 @@ class FakeNvmlReader:
         self.readings = readings
         self.error = error
 
-    def read(self) -> list[GpuReading]:
-        return list(self.readings)
+    def poll(self) -> NvmlPoll:
+        return NvmlPoll(readings=tuple(self.readings))
 
     def close(self) -> None:
         return None
@@ -86,7 +86,7 @@ def test_simulation_without_a_gpu_appears_as_gpu_zero() -> None:
 def test_real_nvml_reader_either_reads_or_says_why() -> None:
     reader = NvmlReader()
     try:
-        readings = reader.read()
+        readings = list(reader.poll().readings)
         if reader.error is None:
             assert readings
             assert all(r.total_bytes > 0 for r in readings)
