@@ -22,7 +22,8 @@ no in-process state with anything) that does what kubelets and kube-proxy do:
   per ``status_interval`` = 50 ms). Env ``valueFrom``: ``fieldRef``, and
   ``secretKeyRef``/``configMapKeyRef`` read from the API before the containers
   start (missing, not optional: ``CreateContainerConfigError``, retried every
-  second). Not done: ``envFrom``, volumes, init containers, resource limits,
+  second). Volumes: ``pod_volumes`` (bind mounts as root). Not done: ``envFrom``,
+  init containers, resource limits,
   admission of pods that do not fit (the scheduler's word is taken), restartPolicy
   (containers always restart).
 * **Images.** The container's ``command`` when set, else the image's entrypoint
@@ -53,11 +54,13 @@ no in-process state with anything) that does what kubelets and kube-proxy do:
   status (terminated containers, phase Succeeded/Failed), then DELETE with
   ``gracePeriodSeconds=0`` and the pod's UID as precondition — the kubelet's
   part of a deletion.
-* **ServiceAccount identity.** Unless ``automountServiceAccountToken`` is false
-  (pod, else ServiceAccount), a token from the TokenRequest API (default
-  audience, one hour, bound to the pod, so deleting the pod revokes it) goes into
-  a kubeconfig in the pod's scratch folder; the process gets ``KUBECONFIG``
-  pointing at it. Every process gets ``POD_NAMESPACE``. Tokens are not refreshed
+* **ServiceAccount identity.** As root: the admission plugin's projected token
+  volume, mounted at the standard path, and ``KUBERNETES_SERVICE_HOST``/``PORT``
+  (in-cluster clients work as on a cluster). Without root, unless
+  ``automountServiceAccountToken`` is false (pod, else ServiceAccount), a token
+  from the TokenRequest API (default audience, one hour, bound to the pod, so
+  deleting the pod revokes it) goes into a kubeconfig in the pod's scratch folder;
+  the process gets ``KUBECONFIG`` pointing at it. Every process gets ``POD_NAMESPACE``. Tokens are not refreshed
   (test lifetimes are shorter than an hour).
 * **Services.** A kube-proxy stand-in (:class:`~voiceops_sim.service_proxy.ServiceProxy`):
   every Service with a selector is served on a loopback address
@@ -103,6 +106,7 @@ from .kube_binaries import KUBERNETES_VERSION
 from .kubelet import IpPool, _container_ports
 from .pod_network import NamespacePodNetwork
 from .pod_runtime import ContainerState, ProcessPodRuntime, RuntimeContext, now_rfc3339
+from .pod_volumes import PodVolumes, VolumeError, can_mount, mount_prefix
 from .scheduling import GPU, SimNode, parse_node
 from .service_proxy import ServiceProxy, endpoints_from_slices, splice
 
@@ -456,6 +460,8 @@ class AgentPodRuntime(ProcessPodRuntime):
         self.pod_ip = pod_ip
         self.images = images
         self.exec_prefix = list(exec_prefix)  # e.g. ip netns exec <the pod's namespace>
+        # Per container: a private mount namespace with the pod's volumes (pod_volumes).
+        self.mount_prefixes: dict[str, list[str]] = {}
         self.started_containers = False
 
     def command_for(self, spec: Obj) -> list[str]:
@@ -468,7 +474,8 @@ class AgentPodRuntime(ProcessPodRuntime):
                 raise LookupError(self.unknown_image(spec))
             entry, args = list(image.entrypoint), list(spec.get("args") or image.cmd)
         resolved = shutil.which(entry[0], path=self._path()) or entry[0]
-        return [*self.exec_prefix, resolved, *entry[1:], *args]
+        mounts = self.mount_prefixes.get(spec.get("name", ""), [])
+        return [*self.exec_prefix, *mounts, resolved, *entry[1:], *args]
 
     def unknown_image(self, spec: Obj) -> str:
         return (
@@ -911,8 +918,18 @@ class NodeAgent:
         try:
             entry.refs = await self._fetch_refs(pod)
             runtime.scratch.mkdir(parents=True, exist_ok=True)
-            kubeconfig = await self._service_account_kubeconfig(pod, runtime.scratch)
-        except (ConfigError, KubeApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            if can_mount():
+                await self._mount_volumes(entry, pod, runtime)
+            else:
+                await self._identity_without_mounts(pod, runtime)
+        except (
+            ConfigError,
+            VolumeError,
+            KubeApiError,
+            aiohttp.ClientError,
+            OSError,
+            TimeoutError,
+        ) as error:
             message = error.message if isinstance(error, KubeApiError) else str(error)
             for state in runtime.containers:
                 state.state, state.reason, state.message = (
@@ -923,13 +940,62 @@ class NodeAgent:
             runtime.changed()
             asyncio.get_running_loop().call_later(1.0, entry.wake.set)
             return
-        if kubeconfig is not None:
-            runtime.ctx.extra_env["KUBECONFIG"] = str(kubeconfig)
         runtime.started_containers = True
         for state in runtime.containers:
             if state.reason == "CreateContainerConfigError":
                 state.reason, state.message = "ContainerCreating", ""
         await runtime.start()
+
+    async def _mount_volumes(self, entry: _PodEntry, pod: Obj, runtime: AgentPodRuntime) -> None:
+        """Write the pod's volumes and mount them where its containers say (pod_volumes).
+
+        The ServiceAccount admission plugin put the token volume at the standard path;
+        with ``KUBERNETES_SERVICE_HOST``/``PORT`` the process finds the API server as
+        in-cluster clients do."""
+        ns = pod["metadata"]["namespace"]
+
+        async def request_token(account: str, spec: Obj) -> str:
+            path = f"/api/v1/namespaces/{ns}/serviceaccounts/{account}/token"
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest"}
+            answer = await self.api.request("POST", path, {**body, "spec": spec})
+            return str(answer["status"]["token"])
+
+        def resolve_field(path: str) -> str | None:
+            return self._resolve_env_ref(
+                entry, {"fieldRef": {"fieldPath": path}, "_pod": pod, "_node": entry.node}
+            )
+
+        volumes = PodVolumes(
+            pod, runtime.scratch / "volumes", self.api.get, request_token, resolve_field
+        )
+        await volumes.write()
+        for container in pod["spec"].get("containers") or []:
+            runtime.mount_prefixes[container["name"]] = mount_prefix(volumes.mounts(container))
+        host, port = self._api_address_for_pods()
+        runtime.ctx.extra_env["KUBERNETES_SERVICE_HOST"] = host
+        runtime.ctx.extra_env["KUBERNETES_SERVICE_PORT"] = str(port)
+
+    async def _identity_without_mounts(self, pod: Obj, runtime: AgentPodRuntime) -> None:
+        """Without root (no mount namespaces): the token in a kubeconfig, no other volumes."""
+        for volume in pod["spec"].get("volumes") or []:
+            projected = (volume.get("projected") or {}).get("sources") or []
+            is_token = any("serviceAccountToken" in source for source in projected)
+            if not is_token and any(k in volume for k in ("secret", "configMap", "downwardAPI")):
+                raise ConfigError(
+                    f'volume "{volume["name"]}": mounting needs root (a mount namespace per '
+                    "container); run the node agent as root"
+                )
+        kubeconfig = await self._service_account_kubeconfig(pod, runtime.scratch)
+        if kubeconfig is not None:
+            runtime.ctx.extra_env["KUBECONFIG"] = str(kubeconfig)
+
+    def _api_address_for_pods(self) -> tuple[str, int]:
+        """Where a pod's process reaches the API server (inside a pod network namespace,
+        127.0.0.1 is the pod itself: the gateway forwarder)."""
+        if self.pod_network is not None:
+            return self.pod_network.gateway, API_GATEWAY_PORT
+        target = urllib.parse.urlsplit(self.api.server)
+        return target.hostname or "127.0.0.1", target.port or 443
 
     async def _fetch_refs(self, pod: Obj) -> dict[tuple[str, str], Obj | None]:
         """The Secrets and ConfigMaps the pod's env reads; ConfigError if one is missing."""
@@ -1022,10 +1088,8 @@ class NodeAgent:
             },
         }
         answer = await self.api.request("POST", f"{path}/token", request)
-        server = self.api.server
-        if self.pod_network is not None:  # inside the pod, 127.0.0.1 is the pod itself
-            server = f"https://{self.pod_network.gateway}:{API_GATEWAY_PORT}"
-        cluster: Obj = {"server": server}
+        host, port = self._api_address_for_pods()
+        cluster: Obj = {"server": f"https://{host}:{port}"}
         if self.api.ca_pem:
             cluster["certificate-authority-data"] = base64.b64encode(self.api.ca_pem).decode()
         else:

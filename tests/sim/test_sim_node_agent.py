@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,6 +35,7 @@ from voiceops_sim.node_agent import (
     parse_node,
     pod_ip_for,
 )
+from voiceops_sim.pod_volumes import can_mount
 from voiceops_sim.scheduling import parse_quantity
 from voiceops_sim.service_proxy import endpoints_from_slices
 
@@ -57,15 +60,26 @@ while True:
 PRESTOP = "import os, pathlib; pathlib.Path(os.environ['HOME'], 'prestop-ran').write_text('yes')"
 LIST_PODS = """
 import base64, os, ssl, signal, time, urllib.error, urllib.request, yaml
-if 'KUBECONFIG' not in os.environ:
-    print('LIST no-kubeconfig', flush=True)
-else:
+ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount'
+if os.path.exists(ACCOUNT + '/token'):  # as root: the projected volume, in-cluster style
+    token = open(ACCOUNT + '/token').read()
+    context = ssl.create_default_context(cafile=ACCOUNT + '/ca.crt')
+    server = 'https://%s:%s' % (os.environ['KUBERNETES_SERVICE_HOST'],
+                                os.environ['KUBERNETES_SERVICE_PORT'])
+    namespace = open(ACCOUNT + '/namespace').read()
+elif 'KUBECONFIG' in os.environ:  # without root: a kubeconfig with the token
     config = yaml.safe_load(open(os.environ['KUBECONFIG']))
     cluster = config['clusters'][0]['cluster']
     token = config['users'][0]['user']['token']
     context = ssl.create_default_context(
         cadata=base64.b64decode(cluster['certificate-authority-data']).decode())
-    url = cluster['server'] + '/api/v1/namespaces/' + os.environ['POD_NAMESPACE'] + '/pods'
+    server = cluster['server']
+    namespace = os.environ['POD_NAMESPACE']
+else:
+    token = None
+    print('LIST no-token', flush=True)
+if token:
+    url = server + '/api/v1/namespaces/' + namespace + '/pods'
     for _ in range(40):  # RBAC reaches the authorizer's cache a moment after the binding
         request = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + token})
         try:
@@ -446,7 +460,7 @@ async def test_a_pod_talks_to_the_api_as_its_service_account(
 
     await eventually(log_has("as-reader", "LIST 200"), "as-reader listed pods")
     await eventually(log_has("as-default", "LIST 403"), "as-default refused")
-    await eventually(log_has("no-token", "LIST no-kubeconfig"), "no-token without a kubeconfig")
+    await eventually(log_has("no-token", "LIST no-token"), "no-token without a token")
     assert "LIST 200" not in agent.pod_log(namespace, "as-default")
 
 
@@ -480,6 +494,98 @@ async def test_env_from_secrets_and_fields_waits_for_a_missing_secret(
 
     expected = f"ENV s3cret {pod['status']['podIP']} {pod['spec']['nodeName']} {namespace}"
     assert expected in await eventually(printed, "the env printed")
+
+
+READ_VOLUMES = """
+import json, os, signal
+found = {}
+for path in ('/etc/voiceops-test/secret/pw', '/etc/voiceops-test/settings/mode.conf',
+             '/etc/voiceops-test/pod/name', '/etc/voiceops-test/projected/labels-app',
+             '/etc/voiceops-test/projected/pw'):
+    found[path] = open(path).read()
+try:
+    open('/etc/voiceops-test/secret/new', 'w').write('x')
+    found['secret writable'] = True
+except OSError:
+    found['secret writable'] = False
+print('VOLUMES', json.dumps(found, sort_keys=True), flush=True)
+signal.pause()
+"""
+
+
+@cluster
+@pytest.mark.skipif(not can_mount(), reason="bind mounts need root (a mount namespace per pod)")
+async def test_volumes_are_written_and_mounted_where_the_containers_say(
+    agent: NodeAgent, api: KubeClient, namespace: str
+) -> None:
+    secret = {"metadata": {"name": "creds"}, "stringData": {"pw": "s3cret", "other": "no"}}
+    await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+    settings = {"metadata": {"name": "settings"}, "data": {"mode": "fast"}}
+    await api.request("POST", f"/api/v1/namespaces/{namespace}/configmaps", settings)
+    field = {"fieldRef": {"fieldPath": "metadata.name"}}
+    volumes = [
+        {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o440}},
+        {
+            "name": "settings",
+            "configMap": {"name": "settings", "items": [{"key": "mode", "path": "mode.conf"}]},
+        },
+        {"name": "pod", "downwardAPI": {"items": [{"path": "name", **field}]}},
+        {
+            "name": "projected",
+            "projected": {
+                "sources": [
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "path": "labels-app",
+                                    "fieldRef": {"fieldPath": "metadata.labels['app']"},
+                                }
+                            ]
+                        }
+                    },
+                    {"secret": {"name": "creds", "items": [{"key": "pw", "path": "pw"}]}},
+                ]
+            },
+        },
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "secret", "mountPath": "/etc/voiceops-test/secret", "readOnly": True},
+        {"name": "settings", "mountPath": "/etc/voiceops-test/settings"},
+        {"name": "pod", "mountPath": "/etc/voiceops-test/pod"},
+        {"name": "projected", "mountPath": "/etc/voiceops-test/projected"},
+        {"name": "scratch", "mountPath": "/tmp"},
+    ]
+    body = pod_body("volumes", READ_VOLUMES, volumes=volumes, container={"volumeMounts": mounts})
+    await create_pod(api, namespace, body)
+
+    async def printed() -> dict[str, Any] | None:
+        lines = [x for x in agent.pod_log(namespace, "volumes").splitlines() if "VOLUMES " in x]
+        return json.loads(lines[-1].split("VOLUMES ", 1)[1]) if lines else None
+
+    assert await eventually(printed, "the volumes read") == {
+        "/etc/voiceops-test/secret/pw": "s3cret",
+        "/etc/voiceops-test/settings/mode.conf": "fast",
+        "/etc/voiceops-test/pod/name": "volumes",
+        "/etc/voiceops-test/projected/labels-app": "volumes",
+        "/etc/voiceops-test/projected/pw": "s3cret",
+        "secret writable": False,
+    }
+    # The mounts are the pod's own: this machine's folder stays empty.
+    assert not await asyncio.to_thread(lambda: any(Path("/etc/voiceops-test/secret").iterdir()))
+
+    # (A claim would not get past the real scheduler without a bound PersistentVolume.)
+    host_path = {"name": "model", "hostPath": {"path": "/srv/weights"}}
+    await create_pod(api, namespace, pod_body("claim", "pass", volumes=[host_path]))
+
+    def config_error(pod: dict[str, Any]) -> bool:
+        waiting = container_status(pod).get("state", {}).get("waiting", {})
+        return waiting.get("reason") == "CreateContainerConfigError"
+
+    pod = await pod_when(api, namespace, "claim", config_error, "refused its volume")
+    message = container_status(pod)["state"]["waiting"]["message"]
+    assert 'volume "model": hostPath volumes are not supported' in message
 
 
 @cluster

@@ -28,16 +28,18 @@ SERVE = (
     "import os, http.server as s; s.ThreadingHTTPServer((os.environ['VOICEOPS_HOST'], 8000), "
     "s.SimpleHTTPRequestHandler).serve_forever()"
 )
+# In-cluster style, as kopf and kubernetes clients find the API server: the mounted
+# ServiceAccount volume and KUBERNETES_SERVICE_HOST/PORT.
 LIST_PODS = (
-    "import base64, os, ssl, time, urllib.request, yaml\n"
-    "c = yaml.safe_load(open(os.environ['KUBECONFIG']))\n"
-    "cluster, token = c['clusters'][0]['cluster'], c['users'][0]['user']['token']\n"
-    "ctx = ssl.create_default_context("
-    "cadata=base64.b64decode(cluster['certificate-authority-data']).decode())\n"
-    "url = cluster['server'] + '/api/v1/namespaces/' + os.environ['POD_NAMESPACE'] + '/pods'\n"
-    "r = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + token})\n"
-    "print('SERVER', cluster['server'], 'LIST', urllib.request.urlopen(r, context=ctx).status,"
-    " flush=True)\n"
+    "import os, ssl, time, urllib.request\n"
+    "d = '/var/run/secrets/kubernetes.io/serviceaccount/'\n"
+    "token, ns = open(d + 'token').read(), open(d + 'namespace').read()\n"
+    "ctx = ssl.create_default_context(cafile=d + 'ca.crt')\n"
+    "server = 'https://%s:%s' % (os.environ['KUBERNETES_SERVICE_HOST'], "
+    "os.environ['KUBERNETES_SERVICE_PORT'])\n"
+    "r = urllib.request.Request(server + '/api/v1/namespaces/' + ns + '/pods', "
+    "headers={'Authorization': 'Bearer ' + token})\n"
+    "print('SERVER', server, 'LIST', urllib.request.urlopen(r, context=ctx).status, flush=True)\n"
     "time.sleep(3600)\n"
 )
 
