@@ -60,8 +60,9 @@ no in-process state with anything) that does what kubelets and kube-proxy do:
   ``automountServiceAccountToken`` is false (pod, else ServiceAccount), a token
   from the TokenRequest API (default audience, one hour, bound to the pod, so
   deleting the pod revokes it) goes into a kubeconfig in the pod's scratch folder;
-  the process gets ``KUBECONFIG`` pointing at it. Every process gets ``POD_NAMESPACE``. Tokens are not refreshed
-  (test lifetimes are shorter than an hour).
+  the process gets ``KUBECONFIG`` pointing at it. Every process gets
+  ``POD_NAMESPACE``. Tokens are not refreshed (test lifetimes are shorter than an
+  hour).
 * **Services.** A kube-proxy stand-in (:class:`~voiceops_sim.service_proxy.ServiceProxy`):
   every Service with a selector is served on a loopback address
   (:meth:`NodeAgent.service_url`); each new connection goes to a ready endpoint
@@ -85,12 +86,10 @@ import base64
 import contextlib
 import copy
 import datetime
-import ipaddress
 import json
 import logging
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import urllib.parse
@@ -103,19 +102,26 @@ import aiohttp
 import yaml
 
 from .kube_binaries import KUBERNETES_VERSION
-from .kubelet import IpPool, _container_ports
+from .nodes import GPU, NodeSpec, parse_node
+from .pod_addresses import (
+    POD_NETWORK,
+    IpPool,
+    container_ports,
+    host_ip_for,
+    pod_ip_for,
+    pod_network_is_local,
+)
 from .pod_network import NamespacePodNetwork
 from .pod_runtime import ContainerState, ProcessPodRuntime, RuntimeContext, now_rfc3339
 from .pod_volumes import PodVolumes, VolumeError, can_mount, mount_prefix
-from .scheduling import GPU, SimNode, parse_node
 from .service_proxy import ServiceProxy, endpoints_from_slices, splice
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-NodeSpec = SimNode  # parse_node("name:gpus:cpus[:pods]") makes one
 
 __all__ = [
+    "POD_NETWORK",
     "Image",
     "KubeApiError",
     "KubeClient",
@@ -127,7 +133,6 @@ __all__ = [
     "pod_ip_for",
 ]
 
-POD_NETWORK = ipaddress.ip_network("10.244.0.0/14")
 API_GATEWAY_PORT = 6443  # pods in network namespaces reach the API server here, on the gateway
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -138,37 +143,6 @@ PATCH_TYPES = {
     "merge": "application/merge-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
-
-
-# --------------------------------------------------------------------- pod network
-def pod_ip_for(host_ip: str) -> str:
-    """The pod IP that stands for loopback address ``127.B.C.D``: ``10.(244+B).C.D``."""
-    parts = [int(p) for p in host_ip.split(".")]
-    if len(parts) != 4 or parts[0] != 127 or parts[1] > 3:
-        raise ValueError(f"{host_ip!r} is not in 127.0.0.0/14, the pods' loopback range")
-    return f"10.{244 + parts[1]}.{parts[2]}.{parts[3]}"
-
-
-def host_ip_for(pod_ip: str) -> str:
-    """The loopback address a pod IP in 10.244.0.0/14 stands for; other addresses as given."""
-    try:
-        address = ipaddress.ip_address(pod_ip)
-    except ValueError:
-        return pod_ip
-    if address not in POD_NETWORK:
-        return pod_ip
-    _, b, c, d = pod_ip.split(".")
-    return f"127.{int(b) - 244}.{c}.{d}"
-
-
-def pod_network_is_local() -> bool:
-    """True when 10.244.0.0/14 is routed to this machine (processes can bind pod IPs)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("10.244.0.1", 0))
-        except OSError:
-            return False
-    return True
 
 
 # -------------------------------------------------------------------------- images
@@ -553,7 +527,7 @@ class NodeAgent:
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
         specs = [parse_node(n) if isinstance(n, str) else n for n in nodes]
-        self.nodes: dict[str, SimNode] = {n.name: n for n in specs}
+        self.nodes: dict[str, NodeSpec] = {n.name: n for n in specs}
         if len(self.nodes) != len(specs):
             raise ValueError(f"nodes: duplicate names in {[n.name for n in specs]}")
         self.work_dir = Path(work_dir)
@@ -697,7 +671,7 @@ class NodeAgent:
         await self.stop()
 
     # ------------------------------------------------------------------ nodes
-    def node_object(self, node: SimNode) -> Obj:
+    def node_object(self, node: NodeSpec) -> Obj:
         obj = node.as_object()
         resources = obj["status"]["allocatable"]
         if resources.get(GPU) == "0":
@@ -733,7 +707,7 @@ class NodeAgent:
             for kind, status, reason, message in rows
         ]
 
-    async def _register(self, node: SimNode) -> None:
+    async def _register(self, node: NodeSpec) -> None:
         obj = self.node_object(node)
         try:
             created = await self.api.request("POST", "/api/v1/nodes", obj)
@@ -891,7 +865,7 @@ class NodeAgent:
             pool_ip, host_ip = "", pod_ip
             prefix = self.pod_network.exec_prefix(entry.netns)
         else:
-            pool_ip, host_ip, pod_ip = self._take_ip(_container_ports(pod))
+            pool_ip, host_ip, pod_ip = self._take_ip(container_ports(pod))
         ctx = RuntimeContext(
             pod=copy.deepcopy(pod),
             node=entry.node,

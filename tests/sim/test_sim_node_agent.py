@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from voiceops_operator.diff import parse_quantity
 from voiceops_sim.control_plane import ControlPlane
 from voiceops_sim.node_agent import (
     POD_NETWORK,
@@ -36,7 +37,6 @@ from voiceops_sim.node_agent import (
     pod_ip_for,
 )
 from voiceops_sim.pod_volumes import can_mount
-from voiceops_sim.scheduling import parse_quantity
 from voiceops_sim.service_proxy import endpoints_from_slices
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
