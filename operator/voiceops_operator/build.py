@@ -21,6 +21,7 @@ from voiceops_operator.spec import (
     LabelSelector,
     NetworkPolicyPeer,
     ResourceRequirements,
+    ServingSpec,
     Tier,
     VoiceService,
     VoiceServiceSpec,
@@ -44,6 +45,10 @@ COMPONENT_NETWORK_POLICY = "network-policy"
 TIERS: tuple[Tier, Tier] = ("gpu", "fallback")
 
 HTTP_PORT_NAME = "http"
+# A deleted pod keeps serving this long before SIGTERM, while its endpoint leaves every
+# proxy's rules; then the service drains what is in flight (up to the request timeout).
+PRE_STOP_SLEEP_SECONDS = 5
+SHUTDOWN_MARGIN_SECONDS = 5
 RUN_AS_USER = 10001
 TMP_VOLUME = "tmp"
 MODEL_VOLUME = "model"
@@ -190,6 +195,11 @@ def _http_get(path: str) -> dict[str, Any]:
     return {"path": path, "port": HTTP_PORT_NAME, "scheme": "HTTP"}
 
 
+def termination_grace_seconds(serving: ServingSpec) -> int:
+    """The preStop sleep, the longest request's drain, and a margin for the exit itself."""
+    return PRE_STOP_SLEEP_SECONDS + serving.request_timeout_seconds + SHUTDOWN_MARGIN_SECONDS
+
+
 def _probes(spec: VoiceServiceSpec) -> dict[str, Any]:
     startup, ready, live = spec.probes.startup, spec.probes.readiness, spec.probes.liveness
     return {
@@ -329,11 +339,12 @@ def _pod_template(
         **_probes(spec),
         "securityContext": restricted_security_context(),
         "volumeMounts": mounts,
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec.serving),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS_USER,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
 from voiceops_service.app import create_app
 from voiceops_service.settings import ServiceSettings
+from voiceops_service.state import ServiceState
 
 EXIT_BAD_SETTINGS = 2
 EXIT_LOAD_FAILED = 3
@@ -75,13 +79,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.request_timeout_seconds)),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.service)
     app.state.service.routing.close_connections = lambda: _close_after_answer(server)
     server.run()
     if fatal:
         print(f"voiceops-service: {fatal[0]}", file=sys.stderr)
         return EXIT_LOAD_FAILED
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that drains on SIGTERM before its own graceful shutdown.
+
+    The first SIGTERM turns the pod not ready (``/readyz``: draining), makes every
+    answer close its connection and closes idle ones, and keeps accepting: a proxy
+    whose rules lag still gets answers. The server exits once no speech request is
+    running or queued, or after ``request_timeout_seconds``. A second signal, or
+    SIGINT, exits as uvicorn does.
+    """
+
+    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+        super().__init__(config)
+        self.state = state
+        self.drain_deadline: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + self.state.settings.request_timeout_seconds
+            self.state.routing.start_draining()
+            logging.getLogger(__name__).info(
+                "SIGTERM: draining %d speech requests", self.state.speech_in_flight()
+            )
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if await super().on_tick(counter):
+            return True
+        if self.drain_deadline is None:
+            return False
+        return self.state.speech_in_flight() == 0 or time.monotonic() > self.drain_deadline
 
 
 def _close_after_answer(server: uvicorn.Server) -> int:

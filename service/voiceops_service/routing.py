@@ -61,6 +61,7 @@ class RoutingState:
     def __init__(self, gauge: Gauge | None = None) -> None:
         self._lock = threading.Lock()
         self.routed = True  # a pod nobody told otherwise serves normally
+        self.draining = False  # SIGTERM came: finish what is in flight, then exit
         self.last_notice: float | None = None
         self.close_connections: Callable[[], int] | None = None
         self._gauge = gauge
@@ -89,6 +90,20 @@ class RoutingState:
         elif changed:
             log.info("routed %s", "to" if notice.routed else "away")
         return changed
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether answers may keep their connection open (routed to, not draining)."""
+        return self.routed and not self.draining
+
+    def start_draining(self) -> None:
+        """From now on every answer closes its connection; idle connections close now."""
+        if self.draining:
+            return
+        self.draining = True
+        if self.close_connections is not None:
+            closing = self.close_connections()
+            log.info("draining: closing %d keep-alive connections after their answer", closing)
 
 
 def public_key(encoded: str) -> Ed25519PublicKey:
@@ -126,14 +141,15 @@ def _unauthorized(message: str) -> ApiError:
 
 
 class ConnectionCloseWhileRoutedAway:
-    """ASGI middleware: every answer says ``Connection: close`` while the pod is routed away."""
+    """ASGI middleware: every answer says ``Connection: close`` while the pod is routed away
+    or draining."""
 
     def __init__(self, app: ASGIApp, routing: RoutingState) -> None:
         self.app = app
         self.routing = routing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.routing.routed:
+        if scope["type"] != "http" or self.routing.keep_alive:
             await self.app(scope, receive, send)
             return
 

@@ -25,6 +25,7 @@ READY_GPU_UNUSABLE = "gpu_unusable"
 READY_GPU_UNHEALTHY = "gpu_unhealthy"  # NVML: fatal XID, GPU lost, NVML failing, ECC
 READY_SATURATED = "saturated"
 READY_DEGRADED = "degraded"
+READY_DRAINING = "draining"  # SIGTERM: finishing what is in flight before exiting
 
 
 @dataclass
@@ -68,7 +69,16 @@ class ServiceState:
                 f"repeated CUDA out-of-memory errors ({self.guard.oom_count} so far); "
                 f"in-process fallback engine: {fallback}"
             )
+        if self.routing.draining:
+            reasons[READY_DRAINING] = (
+                f"shutting down: finishing {self.admission.running} running and "
+                f"{self.admission.waiting} queued requests"
+            )
         return reasons
+
+    def speech_in_flight(self) -> int:
+        """Speech requests admitted or queued now."""
+        return self.admission.running + self.admission.waiting
 
     def one_request_in_flight(self) -> bool:
         """At most one speech request admitted, none queued, and no other request in flight."""

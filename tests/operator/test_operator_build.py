@@ -144,6 +144,21 @@ def test_probes_hit_the_service_paths_with_overrides(settings: OperatorSettings)
     assert container["startupProbe"]["failureThreshold"] == 60
 
 
+@pytest.mark.parametrize("tier", ["gpu", "fallback"])
+def test_pods_drain_before_they_stop(settings: OperatorSettings, tier: str) -> None:
+    """A preStop sleep while the endpoint leaves the proxies, then the service's drain
+    (SIGTERM: finish in flight, up to the request timeout) fits in the grace period."""
+    vs = vs_of({"serving": {"requestTimeoutSeconds": 45}})
+    if tier == "gpu":
+        dep = build.build_gpu_deployment(vs, settings)
+    else:
+        dep = build.build_fallback_deployment(vs, Routing(), settings)
+    sleep = container_of(dep)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert sleep == build.PRE_STOP_SLEEP_SECONDS
+    assert grace == sleep + 45 + build.SHUTDOWN_MARGIN_SECONDS
+
+
 def test_prometheus_annotations_and_spread(settings: OperatorSettings) -> None:
     dep = build.build_gpu_deployment(vs_of(), settings)
     annotations = dep["spec"]["template"]["metadata"]["annotations"]
