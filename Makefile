@@ -34,8 +34,12 @@ fmt: venv
 render: venv
 	$(BIN)/voiceops-operator render examples/voiceservice.yaml
 
-demo: venv
-	$(BIN)/python -m voiceops_sim.demo
+# The demo runs on a real local control plane: its binaries (kube-binaries: built once,
+# needs Go >= 1.26 the first time) and the pinned kubectl (fetched once into .tools/bin).
+# Options: make demo DEMO_ARGS="--scenario all --keep-running" (python -m voiceops_sim.demo -h).
+demo: venv kube-binaries
+	$(BIN)/python tools/fetch_helm_kubectl.py
+	$(BIN)/python -m voiceops_sim.demo $(DEMO_ARGS)
 
 bench: venv kube-binaries
 	$(BIN)/python -m bench

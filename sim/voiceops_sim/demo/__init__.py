@@ -1,15 +1,18 @@
-"""``make demo``: the whole product on a local simulated cluster (no Docker, no GPU).
+"""``make demo``: the whole product on a local cluster (no Docker, no GPU).
 
-Real: the ``voiceops-operator run`` process, the ``voiceops-service`` processes of
-both tiers (vits on CPU for the GPU tier, espeak for the fallback tier), every
-HTTP call. Test doubles (``voiceops_sim``): the Kubernetes API emulator, the
-simulated kubelet (scheduler, Deployment controller, process pods on loopback
-IPs, probes) and its Service proxy (kube-proxy stand-in). The "GPU" is a
-simulated ``nvidia.com/gpu`` on a simulated node; GPU memory pressure comes in
-through the service's token-guarded ``/admin/faults``, so the operator sees it
-the way it would on a real GPU: in the pod's ``/metrics``.
+Real: the Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler: ``voiceops_sim.control_plane``), kubectl, the ``voiceops-operator
+run`` process, the ``voiceops-service`` processes of both tiers (vits on CPU for the
+GPU tier, espeak for the fallback tier), every HTTP call. Test doubles
+(``voiceops_sim``): the nodes (``node_agent``: kubelet and kube-proxy, pods as local
+processes with probes, one ``nvidia.com/gpu`` on ``sim-gpu-0``) and, for pods on
+loopback addresses (no root), a Prometheus stand-in the operator reads metrics
+through. GPU memory pressure comes in through the service's token-guarded
+``/admin/faults``, so the operator sees it the way it would on a real GPU: in the
+pod's ``/metrics``.
 
-Usage: ``python -m voiceops_sim.demo [--scenario basic|all] [--output DIR] [--keep-running]``.
+Usage: ``python -m voiceops_sim.demo [--scenario basic|all] [--output DIR] [--keep-running]
+[--pod-network auto|namespaces|loopback]``.
 
 Modules, each depending only on those above it:
 
@@ -17,9 +20,11 @@ Modules, each depending only on those above it:
 - ``errors``: ``DemoError``, a step that missed its deadline or failed.
 - ``facts``: pure helpers over WAV bytes and Kubernetes objects, and plain tables.
 - ``report``: what the terminal shows and ``timeline.json`` keeps (``Timeline``,
-  ``say``, ``ClusterWatcher``).
-- ``cluster``: ``DemoCluster``, one run's simulated cluster and operator: start,
-  stop, apply the example, wait for and read its state.
+  ``say``, ``ClusterWatcher``, fed by the API server's watches).
+- ``prometheus``: ``PrometheusStandIn``, the operator's metrics queries answered by
+  scraping pods on loopback addresses.
+- ``cluster``: ``DemoCluster``, one run's control plane, node agent and operator:
+  start, stop, apply the CRD and the example with kubectl, wait for and read state.
 - ``scenario``: ``Demo``, the scenarios on that cluster: speech through the front
   Service, GPU faults, the final report.
 - ``runner``: ``run_demo`` (signals, exit codes, cleanup) and ``main`` (logging).
@@ -27,7 +32,7 @@ Modules, each depending only on those above it:
 """
 
 from .errors import DemoError
-from .facts import WavFacts, secret_data, wav_facts
+from .facts import WavFacts, printer_value, wav_facts
 from .options import CRD_FILE, EXAMPLE_FILE, DemoOptions, parse_args
 from .runner import main, run_demo
 from .scenario import Demo
@@ -41,7 +46,7 @@ __all__ = [
     "WavFacts",
     "main",
     "parse_args",
+    "printer_value",
     "run_demo",
-    "secret_data",
     "wav_facts",
 ]

@@ -1,155 +1,391 @@
-"""One demo run's simulated cluster and the real operator, and how the demo reads it.
+"""One demo run's cluster (a real control plane, test-double nodes) and the real operator.
 
-``DemoCluster`` starts and stops the API emulator, the simulated kubelet, the
-cluster view and the operator process; applies the example as ``kubectl apply``
-does; waits for states (failing the step on a deadline or an operator exit);
-and reads the VoiceService, its pods and its front Service. ``scenario.Demo``
-builds the scenarios on it.
+``DemoCluster`` finds (or builds) the Kubernetes binaries; starts etcd,
+kube-apiserver, kube-controller-manager and kube-scheduler (``ControlPlane``),
+the node agent (the kubelet and kube-proxy test double: two nodes, pods as local
+processes) and the operator process; applies the CRD and the example with the
+real kubectl (server-side apply); reads everything back from the API server
+through watches (``Informer``); waits for states, failing the step on a deadline,
+an operator exit or a control-plane component's death; and stops it all.
+``scenario.Demo`` builds the scenarios on it.
+
+The pod network: as root, pods run in network namespaces with real addresses
+(``pod_network``), and the operator scrapes and notifies them at ``status.podIP``
+as on a cluster. Without root, pods listen on loopback addresses whose
+``status.podIP`` twins nothing routes; the operator then reads the pods' metrics
+through ``prometheus.PrometheusStandIn`` and sends no routing notices.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
+import os
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import aiohttp
 import yaml
 from voiceops_contract import pod as pod_contract
 
-from ..apiserver import KubeApiEmulator, load_yaml_documents
-from ..kubelet import KubeletConfig, SimulatedKubelet, parse_node
+from .. import kube_binaries, pod_network
+from ..control_plane import ControlPlane, ControlPlaneError
+from ..node_agent import Informer, KubeApiError, KubeClient, NodeAgent, host_ip_for
 from ..operator_process import OperatorProcess
 from .errors import DemoError
-from .facts import describe, format_table, pod_ready, pod_state, secret_data
-from .options import CRD_FILE, REPO, DemoOptions
+from .facts import container_port, describe, format_table, pod_ready, pod_state
+from .options import CRD_FILE, KUBECTL, REPO, DemoOptions
+from .prometheus import PrometheusStandIn
 from .report import ClusterWatcher, Timeline, say
 
 Obj = dict[str, Any]
 
 GPU_NODE = "sim-gpu-0"
 CPU_NODE = "sim-cpu-0"
+NODES = (f"{GPU_NODE}:1:8", f"{CPU_NODE}:0:8")
 TIER_LABEL = "voiceops.io/tier"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
-FIELD_MANAGER = "kubectl"
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+# With loopback pods the subnet only names a (never used) gateway in the API server's
+# certificate; fixing it spares ControlPlane's search for a free one (which needs `ip`).
+LOOPBACK_POD_CIDR = ipaddress.IPv4Network("10.251.0.0/24")
+POLL_SECONDS = 0.02
+API_SECONDS = 10.0  # one API request of the demo's own (diagnostics must not hang)
+
+
+def kubectl_binary() -> Path | None:
+    """The repository's pinned kubectl (``make tools``), else one on the PATH."""
+    if os.access(KUBECTL, os.X_OK):
+        return KUBECTL
+    found = shutil.which("kubectl")
+    return Path(found) if found else None
 
 
 class DemoCluster:
-    """One run's simulated cluster and operator: start, stop, apply, wait for and read state."""
+    """One run's cluster and operator: start, stop, apply, wait for and read state."""
 
     def __init__(self, options: DemoOptions) -> None:
         self.options = options
         self.out = options.output.resolve()
         self.timeline = Timeline()
-        self.documents = [secret_data(d) for d in load_yaml_documents(options.example)]
+        self.documents = [d for d in yaml.safe_load_all(options.example.read_text()) if d]
         vs_doc = next(d for d in self.documents if d["kind"] == "VoiceService")
         self.ns: str = vs_doc["metadata"].get("namespace", "default")
         self.name: str = vs_doc["metadata"]["name"]
-        self.emu = KubeApiEmulator(crd_files=[CRD_FILE])
-        self.kubelet: SimulatedKubelet | None = None
-        self.operator: OperatorProcess | None = None
-        self.watcher: ClusterWatcher | None = None
         self.kubeconfig = self.out / "kubeconfig"
+        self.kubectl: Path | None = None
+        self.pods_in_namespaces = False
+        self.plane: ControlPlane | None = None
+        self._plane_start: asyncio.Future[None] | None = None
+        self.api: KubeClient | None = None
+        self.agent: NodeAgent | None = None
+        self.prometheus: PrometheusStandIn | None = None
+        self.operator: OperatorProcess | None = None
+        self.watcher = ClusterWatcher(self.name, self.timeline)
+        self.informers: dict[str, Informer] = {}
+        self._informer_tasks: list[asyncio.Task[None]] = []
         self.picks = 0  # round robin over endpoints when the Service proxy is unavailable
 
     # ------------------------------------------------------------ lifecycle
     async def start_cluster(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        await self.emu.start()
-        self.emu.ensure_namespace(self.ns)
-        self.kubelet = SimulatedKubelet(
-            self.emu,
-            KubeletConfig(
-                nodes=[parse_node(f"{GPU_NODE}:1:8"), parse_node(f"{CPU_NODE}:0:8")],
-                pod_mode="process",
-                time_scale=0.5,
-                log_dir=str(self.out / "pod-logs"),
-                resync_seconds=0.2,
-                extra_env={
-                    "VOICEOPS_GPU_POLL_INTERVAL_SECONDS": "0.2",
-                    "VOICEOPS_LOG_LEVEL": "warning",
-                },
-            ),
+        binaries = await self._kube_binaries()
+        self.kubectl = kubectl_binary()
+        if self.kubectl is None:
+            raise DemoError(
+                "find kubectl",
+                f"no kubectl at {KUBECTL} nor on the PATH: run `make tools` (it installs "
+                "a pinned kubectl into .tools/bin)",
+            )
+        self.pods_in_namespaces = self._choose_pod_network()
+        folder = self.out / "control-plane"
+        if self.pods_in_namespaces:
+            self.plane = ControlPlane(folder, binaries)  # it finds a free pod subnet
+        else:
+            self.plane = ControlPlane(folder, binaries, pod_cidr=LOOPBACK_POD_CIDR)
+        say(
+            "starting the control plane (real): etcd, kube-apiserver, "
+            f"kube-controller-manager, kube-scheduler from {binaries.folder}"
         )
-        await self.kubelet.start()
-        self.emu.write_kubeconfig(self.kubeconfig, namespace=self.ns)
-        self.watcher = ClusterWatcher(self.emu, self.ns, self.name, self.timeline)
-        self.watcher.start()
-        say(f"API emulator (test double) at {self.emu.url}; kubeconfig {self.kubeconfig}")
-        say(f"simulated nodes: {GPU_NODE} (1 nvidia.com/gpu, 8 CPU), {CPU_NODE} (8 CPU)")
+        # plane.start() blocks; a Ctrl-C meanwhile must not stop it halfway, so stop()
+        # waits for this future before stopping what it started.
+        self._plane_start = asyncio.ensure_future(asyncio.to_thread(self.plane.start))
+        try:
+            await asyncio.shield(self._plane_start)
+        except ControlPlaneError as error:
+            raise DemoError("start the control plane", str(error)) from None
+        say(
+            f"control plane healthy in {self.plane.seconds_to_healthy:.1f}s at "
+            f"{self.plane.server}; logs in {self.plane.folder / 'logs'}"
+        )
+        shutil.copyfile(self.plane.admin_kubeconfig, self.kubeconfig)
+        self.api = KubeClient.from_kubeconfig(self.plane.admin_kubeconfig)
+
+        await self.kubectl_apply(CRD_FILE, "apply the VoiceService CRD")
+        await self._wait_crd_established()
+        await self._start_node_agent()
+        await self._start_informers()
+        await self._start_operator()
+        self.timeline.add("action", "cluster and operator up")
+
+    async def _kube_binaries(self) -> kube_binaries.Binaries:
+        try:
+            found = kube_binaries.find()
+            if found is None:
+                say(
+                    f"building the Kubernetes binaries once into {kube_binaries.build_folder()} "
+                    "(Go; about 5 minutes on 2 cores; `make kube-binaries` does the same) ..."
+                )
+                found = await asyncio.to_thread(kube_binaries.build)
+        except kube_binaries.BinariesError as error:
+            raise DemoError(
+                "find the Kubernetes binaries",
+                f"{error}\n  install Go >= {'.'.join(map(str, kube_binaries.MIN_GO))} "
+                "(https://go.dev/dl/) and run `make kube-binaries`, or set "
+                f"{kube_binaries.ENV_BIN_DIR} to a folder with "
+                f"{', '.join(kube_binaries.COMPONENTS)}",
+            ) from None
+        return found
+
+    def _choose_pod_network(self) -> bool:
+        """True: pods in network namespaces (real addresses); False: loopback addresses."""
+        choice = self.options.pod_network
+        if choice == "loopback":
+            say("pod network: loopback addresses (--pod-network loopback)")
+            return False
+        reason = pod_network.available()
+        if reason is None:
+            say("pod network: a network namespace and a real address per pod")
+            return True
+        if choice == "namespaces":
+            raise DemoError("set up the pod network", f"{reason} (try --pod-network loopback)")
+        say(f"pod network: loopback addresses ({reason})")
+        return False
+
+    async def _wait_crd_established(self) -> None:
+        crd_name = yaml.safe_load(CRD_FILE.read_text())["metadata"]["name"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            self.check_alive("VoiceService CRD Established")
+            found = await self.kube().get(f"{CRD_PATH}/{crd_name}") or {}
+            conditions = (found.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+                return
+            await asyncio.sleep(0.1)
+        raise DemoError("VoiceService CRD Established", f"{crd_name} not Established in 30s")
+
+    async def _start_node_agent(self) -> None:
+        assert self.plane is not None
+        work_dir = self.out / "node-agent"
+        shutil.rmtree(work_dir, ignore_errors=True)  # an earlier run's pod logs
+        network = pod_network.NamespacePodNetwork(self.plane.pod_cidr)
+        agent = NodeAgent(
+            self.plane.admin_kubeconfig,
+            list(NODES),
+            work_dir,
+            pod_network=network if self.pods_in_namespaces else None,
+            extra_env={
+                "VOICEOPS_GPU_POLL_INTERVAL_SECONDS": "0.2",
+                "VOICEOPS_LOG_LEVEL": "warning",
+            },
+        )
+        try:
+            await agent.start()  # on failure it stops what it started
+        except (KubeApiError, OSError, TimeoutError, pod_network.PodNetworkError) as error:
+            raise DemoError("start the node agent", f"{type(error).__name__}: {error}") from None
+        self.agent = agent
+        say(
+            f"nodes (node agent, a kubelet/kube-proxy test double): {GPU_NODE} "
+            f"(1 nvidia.com/gpu, 8 CPU), {CPU_NODE} (8 CPU); pod logs in {work_dir / 'pods'}"
+        )
+
+    async def _start_informers(self) -> None:
+        """Watches of everything the demo reads: the API server is the only source."""
+        api, ns = self.kube(), self.ns
+
+        def ignore(kind: str, obj: Obj) -> None:
+            return None
+
+        self.informers = {
+            "voiceservices": Informer(
+                api,
+                f"/apis/voiceops.io/v1alpha1/namespaces/{ns}/voiceservices",
+                self.watcher.on_voiceservice,
+            ),
+            "events": Informer(api, f"/api/v1/namespaces/{ns}/events", self.watcher.on_event),
+            "pods": Informer(api, f"/api/v1/namespaces/{ns}/pods", ignore),
+            "services": Informer(api, f"/api/v1/namespaces/{ns}/services", ignore),
+            "deployments": Informer(api, f"/apis/apps/v1/namespaces/{ns}/deployments", ignore),
+        }
+        self._informer_tasks = [
+            asyncio.create_task(i.run(), name=f"demo-watch-{plural}")
+            for plural, i in self.informers.items()
+        ]
+        await self.wait(
+            "watches of the namespace listed",
+            lambda: all(i.synced.is_set() for i in self.informers.values()),
+            30,
+        )
+
+    async def _start_operator(self) -> None:
+        assert self.plane is not None
+        settings: dict[str, Any] = {}
+        if not self.pods_in_namespaces:
+            self.prometheus = PrometheusStandIn(self.listed_pods, self.pod_address)
+            settings["prometheus_url"] = await self.prometheus.start()
+            settings["routing_key"] = ""  # notices would go to unroutable pod IPs
+            say(
+                f"Prometheus stand-in at {self.prometheus.url}: the operator's metrics "
+                "queries, answered by scraping the pods at their loopback addresses"
+            )
+        log_path = self.out / "operator.log"
+        log_path.unlink(missing_ok=True)
         self.operator = OperatorProcess(
-            self.kubeconfig,
-            self.out / "operator.log",
+            self.plane.admin_kubeconfig,
+            log_path,
             namespaces=[self.ns],
             scrape_interval_seconds=0.5,
             scrape_timeout_seconds=1,
+            **settings,
         )
         await self.operator.start()
-        say(f"operator: voiceops-operator run --namespace {self.ns} (log {self.operator.log_path})")
-        await self.wait(
-            "operator watching VoiceServices",
-            lambda: self.emu.open_watches("voiceservices") > 0,
-            30,
-        )
-        self.timeline.add("action", "cluster and operator up")
+        say(f"operator (real): voiceops-operator run --namespace {self.ns} (log {log_path})")
 
     async def stop(self) -> None:
-        """Stop everything this run started, whatever state it is in."""
-        if self.watcher is not None:
-            self.watcher.stop()
+        """Stop everything this run started, whatever state it is in; safe to call twice."""
+        for task in self._informer_tasks:
+            task.cancel()
+        await asyncio.gather(*self._informer_tasks, return_exceptions=True)
+        self._informer_tasks = []
         if self.operator is not None:
             await self.operator.stop()
-        if self.kubelet is not None:
-            await self.kubelet.stop()
-        await self.emu.stop()
+        if self.agent is not None:
+            await self.agent.stop()  # every pod process, the Service proxy, the pod network
+            self.agent = None
+        if self.prometheus is not None:
+            await self.prometheus.stop()
+            self.prometheus = None
+        if self.api is not None:
+            await self.api.close()
+        if self._plane_start is not None:
+            await asyncio.wait([self._plane_start])  # a start still running in its thread
+            if not self._plane_start.cancelled():
+                self._plane_start.exception()  # seen (start_cluster reported it)
+            self._plane_start = None
+        if self.plane is not None:
+            await asyncio.to_thread(self.plane.stop)
 
     # -------------------------------------------------------------- helpers
+    def kube(self) -> KubeClient:
+        if self.api is None:
+            raise RuntimeError("the control plane is not started")
+        return self.api
+
+    def check_alive(self, step: str) -> None:
+        """DemoError naming ``step`` when the operator or a control-plane component died."""
+        if self.operator is not None and self.operator.exited() is not None:
+            raise DemoError(step, f"the operator exited with code {self.operator.exited()}")
+        dead = self.plane.dead() if self.plane is not None else []
+        if dead:
+            raise DemoError(step, "a control-plane component died: " + "\n".join(dead))
+
     async def wait(self, step: str, predicate: Callable[[], Any], within: float) -> Any:
-        """Wait for ``predicate``; DemoError naming ``step`` on timeout or operator exit."""
+        """Poll ``predicate`` (it reads the watches' caches) until it is truthy.
 
-        def check() -> Any:
-            if self.operator is not None and self.operator.exited() is not None:
-                raise DemoError(step, f"the operator exited with code {self.operator.exited()}")
-            return predicate()
+        DemoError naming ``step`` on the deadline, an operator exit or a dead
+        control-plane component."""
+        deadline = time.monotonic() + within
+        while True:
+            self.check_alive(step)
+            found = predicate()
+            if found:
+                return found
+            if time.monotonic() >= deadline:
+                raise DemoError(step, f"not reached within {within:.0f}s")
+            await asyncio.sleep(POLL_SECONDS)
 
-        try:
-            return await self.emu.wait_for(check, within, step)
-        except TimeoutError:
-            raise DemoError(step, f"not reached within {within:.0f}s") from None
+    def cached(self, plural: str, name: str) -> Obj | None:
+        informer = self.informers.get(plural)
+        return None if informer is None else informer.items.get((self.ns, name))
 
     def status(self) -> Obj:
-        return (self.emu.get("voiceservices", self.name, self.ns) or {}).get("status") or {}
+        return (self.cached("voiceservices", self.name) or {}).get("status") or {}
 
     def front_tier(self) -> str:
-        svc = self.emu.get("services", self.name, self.ns) or {}
+        svc = self.cached("services", self.name) or {}
         return str(((svc.get("spec") or {}).get("selector") or {}).get(TIER_LABEL, "both"))
 
+    def listed_pods(self) -> list[Obj]:
+        informer = self.informers.get("pods")
+        return [] if informer is None else list(informer.items.values())
+
     def pods(self, tier: str | None = None) -> list[Obj]:
-        selector = f"{INSTANCE_LABEL}={self.name}"
-        if tier:
-            selector += f",{TIER_LABEL}={tier}"
-        return self.emu.list("pods", self.ns, label_selector=selector)
+        found = []
+        for pod in self.listed_pods():
+            labels = pod["metadata"].get("labels") or {}
+            if labels.get(INSTANCE_LABEL) != self.name:
+                continue
+            if tier and labels.get(TIER_LABEL) != tier:
+                continue
+            found.append(pod)
+        return sorted(found, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
     def ready_gpu_pod(self) -> Obj | None:
-        return next((p for p in self.pods("gpu") if pod_ready(p)), None)
+        return next(
+            (
+                p
+                for p in self.pods("gpu")
+                if pod_ready(p) and not p["metadata"].get("deletionTimestamp")
+            ),
+            None,
+        )
+
+    def pod_address(self, pod: Obj) -> str | None:
+        """Where this machine reaches the pod's serving port: its real IP, or its loopback."""
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            return None
+        host = host_ip_for(ip)  # the loopback twin of a 10.244/14 address, else the IP
+        if self.agent is not None:
+            with contextlib.suppress(LookupError):
+                host = self.agent.host_ip(pod["metadata"]["namespace"], pod["metadata"]["name"])
+        return f"{host}:{container_port(pod)}"
 
     def fallback_replicas(self) -> int:
-        dep = self.emu.get("deployments", f"{self.name}-fallback", self.ns) or {}
+        dep = self.cached("deployments", f"{self.name}-fallback") or {}
         return int((dep.get("spec") or {}).get("replicas") or 0)
 
     def routed(self, phase: str, tier: str) -> Callable[[], bool]:
         return lambda: self.status().get("phase") == phase and self.front_tier() == tier
 
+    def endpoints_follow(self, tier: str) -> bool:
+        """The Service proxy's endpoints for the front Service are all pods of ``tier``.
+
+        The EndpointSlice controller rewrites the slices a moment after the operator
+        changes the selector; until then new connections may still reach the old tier."""
+        endpoints = self.front_endpoints()
+        if tier == "both":
+            return bool(endpoints)
+        addresses = {self.pod_address(p) for p in self.pods(tier)}
+        return bool(endpoints) and all(e in addresses for e in endpoints)
+
     async def wait_routed(self, phase: str, tier: str, within: float | None = None) -> float:
-        """Wait for ``phase`` with the front Service on ``tier``; returns when it was seen."""
-        await self.wait(
-            f"{phase} with the front Service on {tier}",
-            self.routed(phase, tier),
-            within or self.options.transition_timeout,
-        )
+        """Wait for ``phase`` with the front Service on ``tier`` and its endpoints following;
+        returns when the watch first showed the phase (seconds since the start)."""
+        step = f"{phase} with the front Service on {tier}"
+        deadline = within or self.options.transition_timeout
+        await self.wait(step, self.routed(phase, tier), deadline)
         entry = self.timeline.last_phase_entry(phase)
-        return entry.at if entry else time.monotonic() - self.timeline.started
+        seen = entry.at if entry else self.now()
+        await self.wait(
+            f"{step}: its endpoints only on {tier} pods",
+            lambda: self.routed(phase, tier)() and self.endpoints_follow(tier),
+            deadline,
+        )
+        return seen
 
     def latency(self, decision: str, since: float, seen: float) -> None:
         self.timeline.latencies.append((decision, round(seen - since, 2)))
@@ -159,42 +395,54 @@ class DemoCluster:
         return time.monotonic() - self.timeline.started
 
     # ---------------------------------------------------------------- steps
+    async def kubectl_apply(self, path: Path, step: str) -> None:
+        """``kubectl apply --server-side -f path`` against the control plane; prints its output."""
+        assert self.kubectl is not None
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        say(f"\n$ kubectl apply --server-side -f {shown}")
+        proc = await asyncio.create_subprocess_exec(
+            str(self.kubectl),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), 60)
+        except BaseException:  # a deadline or Ctrl-C: leave no kubectl behind
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        text = output.decode(errors="replace").rstrip()
+        if proc.returncode != 0:
+            raise DemoError(step, f"kubectl exited with code {proc.returncode}:\n{text}")
+        say(text)
+
     async def apply_example(self) -> None:
-        """``kubectl apply -f examples/local.yaml``: server-side apply over HTTP."""
-        say(f"\n$ kubectl apply -f {self.options.example.relative_to(REPO)}")
-        headers = {
-            "Authorization": f"Bearer {self.emu.token or 'voiceops-sim-token'}",
-            "Content-Type": "application/apply-patch+yaml",
-        }
-        async with aiohttp.ClientSession(headers=headers) as session:
-            for doc in self.documents:
-                rt = self.emu.store.resolve_kind(doc["apiVersion"], doc["kind"])
-                prefix = "/api/v1" if doc["apiVersion"] == "v1" else f"/apis/{doc['apiVersion']}"
-                ns = doc["metadata"].get("namespace", self.ns)
-                scope = f"/namespaces/{ns}" if rt.namespaced else ""
-                url = f"{self.emu.url}{prefix}{scope}/{rt.plural}/{doc['metadata']['name']}"
-                params = {"fieldManager": FIELD_MANAGER, "force": "true"}
-                async with session.patch(url, data=yaml.safe_dump(doc), params=params) as resp:
-                    if resp.status >= 300:
-                        raise DemoError(
-                            f"apply {doc['kind']}/{doc['metadata']['name']}",
-                            f"HTTP {resp.status}: {await resp.text()}",
-                        )
-                say(f"{rt.plural.removesuffix('s')}/{doc['metadata']['name']} applied")
+        await self.kubectl_apply(self.options.example, f"apply {self.options.example.name}")
         self.timeline.add("action", f"applied {self.options.example.name}")
 
-    def owned_objects_table(self) -> str:
+    async def owned_objects_table(self) -> str:
         rows = []
-        for plural, kind in (
-            ("deployments", "deployment.apps"),
-            ("services", "service"),
-            ("horizontalpodautoscalers", "horizontalpodautoscaler.autoscaling"),
-            ("poddisruptionbudgets", "poddisruptionbudget.policy"),
-            ("networkpolicies", "networkpolicy.networking.k8s.io"),
+        selector = {"labelSelector": f"{INSTANCE_LABEL}={self.name}"}
+        for path, plural, kind in (
+            ("/apis/apps/v1", "deployments", "deployment.apps"),
+            ("/api/v1", "services", "service"),
+            ("/apis/autoscaling/v2", "horizontalpodautoscalers", "horizontalpodautoscaler"),
+            ("/apis/policy/v1", "poddisruptionbudgets", "poddisruptionbudget.policy"),
+            ("/apis/networking.k8s.io/v1", "networkpolicies", "networkpolicy.networking.k8s.io"),
         ):
-            for obj in self.emu.list(
-                plural, self.ns, label_selector=f"{INSTANCE_LABEL}={self.name}"
-            ):
+            listing = await self.kube().request(
+                "GET", f"{path}/namespaces/{self.ns}/{plural}", params=selector, seconds=API_SECONDS
+            )
+            for obj in listing.get("items") or []:
                 rows.append([f"{kind}/{obj['metadata']['name']}", describe(plural, obj)])
         for pod in self.pods():
             node = (pod.get("spec") or {}).get("nodeName") or "<none>"
@@ -210,8 +458,8 @@ class DemoCluster:
         await self.wait(
             "operator created the tiers",
             lambda: (
-                self.emu.get("deployments", f"{self.name}-gpu", self.ns)
-                and self.emu.get("services", self.name, self.ns)
+                self.cached("deployments", f"{self.name}-gpu")
+                and self.cached("services", self.name)
             ),
             30,
         )
@@ -221,29 +469,31 @@ class DemoCluster:
                 self.status().get("phase") == "Serving"
                 and self.front_tier() == "gpu"
                 and self.ready_gpu_pod() is not None
-                and self.front_endpoints()
+                and self.endpoints_follow("gpu")
             ),
             self.options.ready_timeout,
         )
-        say(f"\n$ kubectl get all -l {INSTANCE_LABEL}={self.name}")
-        say(self.owned_objects_table())
+        say(f"\nwhat the API server lists with {INSTANCE_LABEL}={self.name}:")
+        say(await self.owned_objects_table())
 
     def front_endpoints(self) -> list[str]:
-        assert self.kubelet is not None
+        if self.agent is None:
+            return []
         try:
-            return self.kubelet.service_endpoints(self.ns, self.name)
+            return self.agent.service_endpoints(self.ns, self.name)
         except LookupError:
             return []
 
     def front_url(self) -> str:
-        assert self.kubelet is not None
-        return self.kubelet.service_url(self.ns, self.name)
+        if self.agent is None:
+            raise LookupError("the node agent is not running")
+        return self.agent.service_url(self.ns, self.name)
 
     def front_base_url(self) -> str | None:
         """The front Service's proxy address; else one of its endpoints, as kube-proxy picks.
 
-        The proxy's loopback address can be taken by another simulated cluster on the
-        same machine (parallel tests); the Service's selector still says where to go.
+        The proxy's loopback address can be taken by another local cluster on the
+        same machine (parallel tests); the Service's EndpointSlices still say where to go.
         """
         with contextlib.suppress(LookupError):
             return self.front_url()
@@ -254,8 +504,8 @@ class DemoCluster:
         return f"http://{endpoints[self.picks % len(endpoints)]}"
 
     # --------------------------------------------------------------- report
-    def diagnostics(self) -> str:
-        """Last status, pods and the relevant log tails, for a failed step."""
+    async def diagnostics(self) -> str:
+        """Last status, pods, a dead control-plane component and log tails, for a failed step."""
         status = self.status()
         lines = [
             f"last VoiceService status: phase={status.get('phase')} "
@@ -267,11 +517,17 @@ class DemoCluster:
                 f"  condition {cond.get('type')}={cond.get('status')} "
                 f"{cond.get('reason')}: {cond.get('message')}"
             )
-        with contextlib.suppress(Exception):
-            lines.append(self.owned_objects_table())
-        if self.kubelet is not None:
-            for pod in self.pods("gpu")[:1] or self.pods()[:1]:
-                log = self.kubelet.pod_log(self.ns, pod["metadata"]["name"]) or ""
+        if self.plane is not None:
+            for dead in self.plane.dead():
+                lines.append(f"--- control-plane component died: {dead}")
+        if self.api is not None:
+            try:
+                lines.append(await self.owned_objects_table())
+            except (KubeApiError, OSError, TimeoutError) as error:
+                lines.append(f"(objects not listed: {type(error).__name__}: {error})")
+        if self.agent is not None:
+            for pod in self.pods("gpu")[-1:] or self.pods()[-1:]:
+                log = self.agent.pod_log(self.ns, pod["metadata"]["name"]) or ""
                 tail = "\n".join(log.splitlines()[-20:])
                 lines.append(f"--- tail of pod {pod['metadata']['name']} log ---\n{tail}")
         if self.operator is not None:
@@ -281,8 +537,7 @@ class DemoCluster:
     def print_usage(self) -> None:
         say("\n=== the cluster keeps running (Ctrl-C stops it) ===")
         say(f"kubeconfig: {self.kubeconfig}")
-        say(f"  kubectl --kubeconfig {self.kubeconfig} get voiceservices,all")
-        say("  (kubectl: `make tools` puts one in .tools/bin/)")
+        say(f"  {self.kubectl or 'kubectl'} --kubeconfig {self.kubeconfig} get voiceservices,all")
         with contextlib.suppress(LookupError):
             say(f"front Service {self.ns}/{self.name}: {self.front_url()}")
             say(
@@ -290,4 +545,7 @@ class DemoCluster:
                 "-H 'Content-Type: application/json' "
                 '-d \'{"model": "tts-1", "input": "Hello"}\' -o hello.wav'
             )
-        say(f"pod logs: {self.out / 'pod-logs'}; operator log: {self.out / 'operator.log'}")
+        say(f"pod logs: {self.out / 'node-agent' / 'pods'}")
+        say(f"operator log: {self.out / 'operator.log'}")
+        if self.plane is not None:
+            say(f"control-plane logs: {self.plane.folder / 'logs'}")

@@ -6,9 +6,9 @@ No I/O and no state: they read what they are given and return text or numbers.
 from __future__ import annotations
 
 import array
-import base64
 import io
 import math
+import re
 import sys
 import wave
 from collections.abc import Sequence
@@ -46,16 +46,22 @@ def wav_facts(data: bytes) -> WavFacts:
     return WavFacts(seconds=count / rate if rate else 0.0, sample_rate=rate, rms=rms)
 
 
-def secret_data(obj: Obj) -> Obj:
-    """Fold ``stringData`` into base64 ``data`` as the API server does (the emulator does not)."""
-    string_data = obj.get("stringData")
-    if obj.get("kind") != "Secret" or not string_data:
-        return obj
-    folded = {k: base64.b64encode(str(v).encode()).decode() for k, v in string_data.items()}
-    return {
-        **{k: v for k, v in obj.items() if k != "stringData"},
-        "data": {**(obj.get("data") or {}), **folded},
-    }
+def printer_value(obj: Obj, json_path: str) -> Any:
+    """What a CRD printer column's ``jsonPath`` selects, for the paths our CRD uses.
+
+    ``.a.b.c`` walks fields; ``.list[?(@.key=="value")].field`` picks the first list
+    item with that key's value. None when something on the way is missing.
+    """
+    value: Any = obj
+    for step in re.findall(r'\.(\w[\w-]*)(?:\[\?\(@\.(\w+)=="([^"]*)"\)\])?', json_path):
+        field, key, wanted = step
+        value = value.get(field) if isinstance(value, dict) else None
+        if key:
+            items = value if isinstance(value, list) else []
+            value = next((i for i in items if isinstance(i, dict) and i.get(key) == wanted), None)
+        if value is None:
+            return None
+    return value
 
 
 def pod_ready(pod: Obj) -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 CRD_FILE = REPO / "crds" / "voiceservice.yaml"
 EXAMPLE_FILE = REPO / "examples" / "local.yaml"
+KUBECTL = REPO / ".tools" / "bin" / "kubectl"  # `make tools` puts it there
+POD_NETWORKS = ("auto", "namespaces", "loopback")
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,8 @@ class DemoOptions:
     ready_timeout: float = 120.0
     transition_timeout: float = 40.0
     request_timeout: float = 30.0
+    # auto: network namespaces when this process may make them (root), else loopback.
+    pod_network: str = "auto"
     example: Path = EXAMPLE_FILE
 
 
@@ -29,8 +33,10 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
     parser = argparse.ArgumentParser(
         prog="python -m voiceops_sim.demo",
         description=(
-            "Run voiceops end to end on a local SIMULATED cluster: API emulator, simulated "
-            "kubelet, the real operator and real TTS service processes, then inject GPU faults."
+            "Run voiceops end to end on a local cluster: a real Kubernetes control plane "
+            "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler), test-double "
+            "nodes that run pods as local processes, the real operator and real TTS "
+            "service processes; then inject GPU faults and watch the failover."
         ),
     )
     parser.add_argument(
@@ -50,6 +56,14 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
     parser.add_argument(
         "--ready-timeout", type=float, default=120.0, help="seconds to wait for Serving"
     )
+    parser.add_argument(
+        "--pod-network",
+        choices=POD_NETWORKS,
+        default="auto",
+        help="namespaces: pods get real addresses in network namespaces (needs root); "
+        "loopback: pods listen on loopback addresses (no privileges); auto: namespaces "
+        "when possible",
+    )
     args = parser.parse_args(argv)
     if args.ready_timeout <= 0:
         parser.error("--ready-timeout: must be > 0")
@@ -58,4 +72,5 @@ def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
         output=args.output,
         keep_running=args.keep_running,
         ready_timeout=args.ready_timeout,
+        pod_network=args.pod_network,
     )

@@ -2,25 +2,30 @@
 
 ``say`` prints one line of the story; ``Timeline`` records every action, phase
 change, Event and request with timestamps (``timeline.json``); ``ClusterWatcher``
-prints the VoiceService's ``kubectl get`` columns and new Events as they change.
+prints the VoiceService's ``kubectl get`` columns and notable Events as the API
+server's watches deliver them (it is the callback of two ``Informer``s).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..apiserver import KubeApiEmulator, load_yaml_documents
-from ..store import WatchEvent
-from ..tables import json_path
+import yaml
+
+from .facts import printer_value
 from .options import CRD_FILE
 
 Obj = dict[str, Any]
 
 COLUMN_WIDTHS = {"Ready": 18, "Phase": 10, "Tier": 8, "GPU-Mem": 7}
+# Children whose Warnings tell the story (FailedScheduling, FailedCreate); not, e.g., the
+# endpoints controller's harmless "already exists" race on a new Service.
+WARNING_KINDS = ("Pod", "ReplicaSet", "Deployment")
 
 
 def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
@@ -82,62 +87,66 @@ def say(text: str = "") -> None:
 # ------------------------------------------------------------ the watcher
 
 
-class ClusterWatcher:
-    """Prints the VoiceService's printer-column view and new Events as they change."""
+def printer_columns(crd_file: Path = CRD_FILE) -> list[Obj]:
+    """The served version's printer columns, less the dates (an Age column only churns)."""
+    crd = yaml.safe_load(crd_file.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v.get("served"))
+    return [c for c in version.get("additionalPrinterColumns") or [] if c.get("type") != "date"]
 
-    def __init__(self, emu: KubeApiEmulator, ns: str, name: str, timeline: Timeline) -> None:
-        self.emu, self.ns, self.name, self.timeline = emu, ns, name, timeline
-        crd = load_yaml_documents(CRD_FILE)[0]
-        version = next(v for v in crd["spec"]["versions"] if v.get("served"))
-        self.columns = [
-            c for c in version.get("additionalPrinterColumns") or [] if c.get("type") != "date"
-        ]
+
+class ClusterWatcher:
+    """Prints the VoiceService's printer-column view and notable Events as they change.
+
+    ``on_voiceservice`` and ``on_event`` are ``Informer`` callbacks (``kind``, object):
+    called in the informer's task for every listed or watched change.
+    """
+
+    def __init__(self, name: str, timeline: Timeline) -> None:
+        self.name, self.timeline = name, timeline
+        self.columns = printer_columns()
         self.last_row: tuple[str, ...] | None = None
         self.last_phase = ""
         self.seen_events: set[str] = set()
         self.header_printed = False
-        self._unsubscribe: Callable[[], None] | None = None
-
-    def start(self) -> None:
-        self._unsubscribe = self.emu.subscribe(self._on_change)
-
-    def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
 
     def row(self, vs: Obj) -> tuple[str, ...]:
         values = []
         for column in self.columns:
-            value = json_path(vs, column["jsonPath"])
+            value = printer_value(vs, column["jsonPath"])
             if column.get("type") == "number" and isinstance(value, int | float):
                 value = f"{value:.2f}"
             values.append("" if value is None else str(value))
         return tuple(values)
 
-    def _on_change(self, event: WatchEvent) -> None:
-        # Called synchronously on every committed change: cheap checks only.
-        vs = self.emu.get("voiceservices", self.name, self.ns)
-        if vs is not None:
-            row = self.row(vs)
-            if row != self.last_row and any(row):
-                self.last_row = row
-                self._print_row(row)
-            phase = ((vs.get("status") or {}).get("phase")) or ""
-            if phase and phase != self.last_phase:
-                self.last_phase = phase
-                tier = (vs.get("status") or {}).get("activeTier") or "?"
-                self.timeline.add("phase", f"phase {phase} (traffic → {tier})", phase=phase)
-        for ev in self.emu.list("events", self.ns):
-            uid = ev["metadata"].get("uid") or ev["metadata"]["name"]
-            if uid in self.seen_events:
-                continue
-            self.seen_events.add(uid)
-            about = ev.get("involvedObject") or {}
-            who = f"{about.get('kind')}/{about.get('name')}"
-            text = f"Event {ev.get('type')} {ev.get('reason')} on {who}: {ev.get('message')}"
-            self.timeline.add("event", text)
-            say(f"  {self._stamp()}  {text}")
+    def on_voiceservice(self, kind: str, vs: Obj) -> None:
+        if kind == "DELETED" or (vs.get("metadata") or {}).get("name") != self.name:
+            return
+        row = self.row(vs)
+        if row != self.last_row and any(row):
+            self.last_row = row
+            self._print_row(row)
+        status = vs.get("status") or {}
+        phase = status.get("phase") or ""
+        if phase and phase != self.last_phase:
+            self.last_phase = phase
+            tier = status.get("activeTier") or "?"
+            self.timeline.add("phase", f"phase {phase} (traffic → {tier})", phase=phase)
+
+    def on_event(self, kind: str, ev: Obj) -> None:
+        """Events about the VoiceService, and Warnings about its children (FailedScheduling)."""
+        uid = ev["metadata"].get("uid") or ev["metadata"]["name"]
+        if kind == "DELETED" or uid in self.seen_events:
+            return  # a repeated Event is the same object with a higher count
+        self.seen_events.add(uid)
+        about = ev.get("involvedObject") or {}
+        ours = str(about.get("name") or "").startswith(self.name)
+        child_warning = ours and about.get("kind") in WARNING_KINDS and ev.get("type") == "Warning"
+        if about.get("kind") != "VoiceService" and not child_warning:
+            return  # the controllers' Normal Events (ScalingReplicaSet, Scheduled, ...)
+        who = f"{about.get('kind')}/{about.get('name')}"
+        text = f"Event {ev.get('type')} {ev.get('reason')} on {who}: {ev.get('message')}"
+        self.timeline.add("event", text)
+        say(f"  {self._stamp()}  {text}")
 
     def _print_row(self, row: tuple[str, ...]) -> None:
         cells = [self.name, *row]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import time
+import traceback
 from collections.abc import Sequence
 
 from .errors import DemoError
@@ -39,7 +40,11 @@ async def run_demo(options: DemoOptions) -> int:
         say(f"\ndemo passed in {time.monotonic() - started:.0f}s; output in {demo.out}")
     except DemoError as exc:
         say(f"\nDEMO FAILED at step '{exc.step}': {exc.detail}")
-        say(demo.diagnostics())
+        say(await demo.diagnostics())
+        code = 1
+    except Exception:  # a bug or an unexpected answer: still the diagnostics and the cleanup
+        say(f"\nDEMO FAILED with an unexpected error:\n{traceback.format_exc()}")
+        say(await demo.diagnostics())
         code = 1
     except asyncio.CancelledError:
         if not interrupted:
@@ -50,13 +55,13 @@ async def run_demo(options: DemoOptions) -> int:
         await demo.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        say("stopped: operator, pods, service proxy and API emulator")
+        say("stopped: operator, pods, node agent and control plane")
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    # Library logs (emulator, kubelet, proxy) go to a file; the terminal shows the story.
+    # Library logs (node agent, Service proxy, watches) go to a file; the terminal shows the story.
     options.output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         filename=options.output / "demo.log",

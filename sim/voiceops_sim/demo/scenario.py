@@ -2,8 +2,8 @@
 
 ``Demo`` adds to ``DemoCluster`` the requests the audience sees (wav files, the
 engine that answered), the chaos (GPU memory through the pod's ``/admin/faults``,
-GPU capacity on the simulated node), the scenarios that chain them and check the
-operator's reaction, and the final timeline, Events and latency report.
+GPU capacity on the node), the scenarios that chain them and check the operator's
+reaction, and the final timeline, Events and latency report.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 from voiceops_contract import pod as pod_contract
 
+from ..node_agent import KubeApiError
 from .cluster import GPU_NODE, DemoCluster
 from .errors import DemoError
-from .facts import WavFacts, container_port, format_table, wav_facts
+from .facts import WavFacts, format_table, wav_facts
 from .options import DemoOptions
 from .report import say
 
@@ -121,8 +122,11 @@ class Demo(DemoCluster):
         if pod is None:
             raise DemoError("inject a GPU fault", "no ready GPU pod")
         self.faulted_pod = pod
-        url = f"http://{pod['status']['podIP']}:{container_port(pod)}{pod_contract.PATH_FAULTS}"
-        headers = {"Authorization": f"Bearer {self.fault_token()}"}
+        address = self.pod_address(pod)
+        if address is None:
+            raise DemoError("inject a GPU fault", f"pod {pod['metadata']['name']} has no IP")
+        url = f"http://{address}{pod_contract.PATH_FAULTS}"
+        headers = {"Authorization": f"Bearer {await self.fault_token()}"}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             if ratio is None:
                 request = session.delete(url, headers=headers)
@@ -140,10 +144,12 @@ class Demo(DemoCluster):
         say(f"\n{text}")
         self.timeline.add("action", text)
 
-    def fault_token(self) -> str:
-        vs = self.emu.get("voiceservices", self.name, self.ns) or {}
+    async def fault_token(self) -> str:
+        """The token in the Secret the VoiceService names, read from the API server."""
+        vs = self.cached("voiceservices", self.name) or {}
         ref = ((vs.get("spec") or {}).get("faultInjection") or {}).get("tokenSecretRef") or {}
-        secret = self.emu.get("secrets", ref.get("name", ""), self.ns) or {}
+        path = f"/api/v1/namespaces/{self.ns}/secrets/{ref.get('name', '')}"
+        secret = await self.kube().get(path) or {}
         encoded = (secret.get("data") or {}).get(ref.get("key", ""), "")
         if not encoded:
             raise DemoError("read the fault token", f"Secret {ref.get('name')!r} has no token")
@@ -191,15 +197,25 @@ class Demo(DemoCluster):
             raise DemoError("speech after recovery", f"answered by {result.engine}, not vits")
 
     async def scenario_gpu_lost(self) -> None:
-        assert self.kubelet is not None
+        """The node's GPU goes: capacity 0 and the GPU pod deleted, as a device-plugin failure
+        ends it (a real kubelet evicts nothing when capacity drops; nor does the node agent).
+        The replacement cannot be scheduled; then the GPU comes back."""
+        assert self.agent is not None
         say("\n=== scenario: the node loses its GPU ===")
         self.faulted_pod = None
         text = f"chaos: {GPU_NODE} loses its nvidia.com/gpu (allocatable 1 → 0)"
         say(f"\n{text}")
         self.timeline.add("action", text)
         since = self.now()
-        evicted = await self.kubelet.set_gpu_capacity(GPU_NODE, 0)
-        say(f"  evicted: {', '.join(evicted) or 'none'}; the replacement cannot be scheduled")
+        await self.agent.set_gpu_capacity(GPU_NODE, 0)
+        gone = [p["metadata"]["name"] for p in self.pods("gpu")]
+        for name in gone:
+            try:
+                await self.kube().request("DELETE", f"/api/v1/namespaces/{self.ns}/pods/{name}")
+            except KubeApiError as error:
+                if error.status != 404:  # already gone is fine
+                    raise DemoError("delete the GPU pod", str(error)) from None
+        say(f"  deleted: {', '.join(gone) or 'none'}; the replacement cannot be scheduled")
         seen = await self.wait_routed("FailedOver", "fallback")
         self.latency("GPU removed → FailedOver", since, seen)
         last = self.status().get("lastTransition") or {}
@@ -212,7 +228,7 @@ class Demo(DemoCluster):
         say(f"\n{text}")
         self.timeline.add("action", text)
         since = self.now()
-        await self.kubelet.set_gpu_capacity(GPU_NODE, 1)
+        await self.agent.set_gpu_capacity(GPU_NODE, 1)
         seen = await self.wait_routed("Recovering", "both", self.options.ready_timeout)
         self.latency("GPU back → Recovering (includes the model load)", since, seen)
         serving = await self.wait_routed("Serving", "gpu")
@@ -222,14 +238,15 @@ class Demo(DemoCluster):
         )
 
     # --------------------------------------------------------------- report
-    def print_report(self) -> None:
+    async def print_report(self) -> None:
         say("\n=== timeline ===")
         for e in self.timeline.entries:
             say(f"  {e.wall}  +{e.at:6.1f}s  {e.kind:8} {e.text}")
         say("\n=== Events the operator wrote ===")
+        listing = await self.kube().request("GET", f"/api/v1/namespaces/{self.ns}/events")
         events = [
             ev
-            for ev in self.emu.list("events", self.ns)
+            for ev in listing.get("items") or []
             if (ev.get("involvedObject") or {}).get("kind") == "VoiceService"
         ]
         events.sort(key=lambda ev: int(ev["metadata"].get("resourceVersion") or 0))
@@ -247,7 +264,7 @@ class Demo(DemoCluster):
         await self.scenario_memory_pressure()
         if self.options.scenario == "all":
             await self.scenario_gpu_lost()
-        self.print_report()
+        await self.print_report()
         if self.options.keep_running:
             self.print_usage()
             await asyncio.Event().wait()
