@@ -65,10 +65,14 @@ rules:
 
 def free_pod_cidr() -> ipaddress.IPv4Network:
     """A /24 in 10.251.0.0/16 that no interface on this machine uses yet."""
-    shown = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False)
+    try:
+        shown = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False)
+        addresses = shown.stdout
+    except FileNotFoundError:  # no iproute2: no pod network will be made here either
+        addresses = ""
     for _ in range(256):
         subnet = ipaddress.ip_network(f"10.251.{random.randrange(256)}.0/24")
-        if f" 10.251.{subnet.network_address.packed[2]}." not in shown.stdout:
+        if f" 10.251.{subnet.network_address.packed[2]}." not in addresses:
             return subnet
     raise ControlPlaneError("no free /24 left in 10.251.0.0/16 for a pod network")
 
