@@ -183,7 +183,8 @@ class FailoverCluster:
         await self.set_faults(pod, body)
 
 
-async def _apply_crd(api: KubeClient) -> None:
+async def apply_crd(api: KubeClient) -> None:
+    """Create the VoiceService CRD and wait until the API server has established it."""
     crd = yaml.safe_load(CRD.read_text())
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     await api.request("POST", path, crd)
@@ -223,7 +224,7 @@ async def failover_cluster(
     informers: list[Informer] = []
     tasks: list[asyncio.Task[None]] = []
     try:
-        await _apply_crd(api)
+        await apply_crd(api)
         agent = NodeAgent(
             plane.admin_kubeconfig,
             list(NODES),
