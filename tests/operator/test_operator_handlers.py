@@ -17,6 +17,8 @@ def test_configure_kopf_uses_our_prefixes_and_standalone() -> None:
     assert kopf_settings.persistence.diffbase_storage.prefix == "voiceops.io"
     assert kopf_settings.peering.standalone is True
     assert kopf_settings.watching.server_timeout == 300
+    # A deletion waits for a running timer at most about this long, not kopf's minute.
+    assert kopf_settings.background.cancellation_polling <= 1
     peered = kopf.OperatorSettings()
     handlers.configure_kopf(peered, OperatorSettings(_env_file=None, peering="voiceops"))
     assert peered.peering.standalone is False
