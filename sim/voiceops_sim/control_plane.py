@@ -1,7 +1,7 @@
 """A real Kubernetes control plane on this machine: etcd, API server, controllers, scheduler.
 
 Real components (``kube_binaries`` builds them), no nodes: the node agent (the
-simulated kubelet) registers those. What ``ControlPlane.start()`` sets up in its
+kubelet stand-in) registers those. What ``ControlPlane.start()`` sets up in its
 folder:
 
 * a CA, and client certificates signed by it: the admin (``system:masters``), the

@@ -1,9 +1,9 @@
-"""Pod runtimes of the simulated kubelet: ``inert`` pods and real local ``process`` pods.
+"""The node agent's container runtime: each container of a pod is a local process.
 
 A runtime owns the container states of one bound pod and reports changes
-through a callback; the kubelet turns :meth:`PodRuntime.status` into the pod's
-status. Process pods run the container as a local process in its own process
-group, on a unique loopback IP, with stdout/stderr in a log file; probes
+through a callback; the node agent turns :meth:`PodRuntime.status` into the
+pod's status. Each container runs as a local process in its own process
+group, on the pod's address, with stdout/stderr in a log file; probes
 (startup, readiness, liveness: httpGet, tcpSocket, exec) drive readiness and
 restarts; a process that exits is restarted with the kubelet's exponential
 back-off (10 s doubling to 300 s, times ``time_scale``), shown as
@@ -189,55 +189,6 @@ class PodRuntime:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds * self.ctx.time_scale)
         return not self.stopping.is_set()
-
-
-class InertPodRuntime(PodRuntime):
-    """Containers that only pretend: Running and Ready after a short delay."""
-
-    async def start(self) -> None:
-        self.tasks.append(asyncio.create_task(self._become_ready(list(self.containers))))
-
-    async def _become_ready(
-        self, containers: list[ContainerState], delay: float | None = None
-    ) -> None:
-        wait = self.ctx.inert_ready_delay if delay is None else delay
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), wait)
-        if self.stopping.is_set():
-            return
-        for state in containers:
-            state.state, state.reason, state.message = "running", "", ""
-            state.started_at = now_rfc3339()
-            state.started = True
-            state.ready = getattr(self, "forced_ready", True)
-        self.changed()
-
-    def set_ready(self, ready: bool) -> None:
-        """Chaos: force readiness of every container (inert pods only)."""
-        self.forced_ready = ready
-        for state in self.containers:
-            if state.state == "running":
-                state.ready = ready
-        self.changed()
-
-    def crash(self, exit_code: int = 1, container: str | None = None) -> None:
-        """Chaos: the container 'exits'; it comes back after the kubelet's back-off."""
-        for state in self.containers:
-            if container not in (None, state.name):
-                continue
-            reason = "OOMKilled" if exit_code == 137 else "Error" if exit_code else "Completed"
-            self.record_exit(state, exit_code, reason)
-            delay = self.backoff_seconds(state, state.restart_count) * self.ctx.time_scale
-            state.state = "waiting"
-            state.reason = "CrashLoopBackOff" if delay else "ContainerCreating"
-            state.message = (
-                f"back-off {int(delay / self.ctx.time_scale)}s restarting failed "
-                f"container={state.name} pod={self.pod_name}"
-                if delay
-                else ""
-            )
-            self.tasks.append(asyncio.create_task(self._become_ready([state], delay)))
-        self.changed()
 
 
 class ProcessPodRuntime(PodRuntime):
@@ -552,7 +503,7 @@ class ProcessPodRuntime(PodRuntime):
                     return False
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
-        log.warning("probe kind not supported by the simulated kubelet: %s", sorted(probe))
+        log.warning("probe kind not supported by the node agent: %s", sorted(probe))
         return False
 
     async def stop(self) -> None:

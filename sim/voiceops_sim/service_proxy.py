@@ -7,13 +7,9 @@ that moment* (round robin), so a selector change (the operator switching tiers)
 moves new traffic at once, as it does with kube-proxy. Connections already open
 stay where they are.
 
-Where endpoints come from:
-
-* by default (the API emulator's simulated kubelet, which runs no endpoint
-  controller): the Ready pods that match the Service's selector;
-* with an ``endpoint_source`` (the node agent against a real control plane): that
-  callback, e.g. :func:`endpoints_from_slices` over the EndpointSlices the real
-  EndpointSlice controller writes.
+Endpoints come from ``endpoint_source``: the node agent's
+:func:`endpoints_from_slices` over the EndpointSlices the real EndpointSlice
+controller writes.
 """
 
 from __future__ import annotations
@@ -25,9 +21,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from .deployments import pod_is_ready
-from .selectors import Requirement, labels_match
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +43,6 @@ class _Listener:
 def local_port(port: int) -> int:
     """The loopback port a Service port is served on (privileged ports shifted by 8000)."""
     return port + 8000 if port < 1024 else port
-
-
-def _target_port(pod: Obj, target: Any) -> int | None:
-    if isinstance(target, int):
-        return target
-    if isinstance(target, str) and target.isdigit():
-        return int(target)
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        for port in container.get("ports") or []:
-            if port.get("name") == target:
-                return int(port["containerPort"])
-    return None
 
 
 def endpoints_from_slices(slices: list[Obj], svc: Obj, service_port: Obj) -> list[tuple[str, int]]:
@@ -102,7 +83,7 @@ class ServiceProxy:
     def __init__(
         self,
         list_objects: Callable[[str, str], list[Obj]],
-        endpoint_source: EndpointSource | None = None,
+        endpoint_source: EndpointSource,
     ) -> None:
         self._list = list_objects  # (plural, namespace) -> objects
         self._endpoint_source = endpoint_source
@@ -129,30 +110,7 @@ class ServiceProxy:
 
     def _endpoints(self, svc: Obj, service_port: Obj) -> list[tuple[str, int]]:
         """Where a new connection to this Service port may go now."""
-        if self._endpoint_source is not None:
-            return self._endpoint_source(svc, service_port)
-        target = service_port.get("targetPort", service_port.get("port"))
-        found = []
-        for pod in self._ready_pods(svc):
-            port = _target_port(pod, target)
-            if port is not None:
-                found.append((pod["status"]["podIP"], port))
-        return found
-
-    def _ready_pods(self, svc: Obj) -> list[Obj]:
-        selector = (svc.get("spec") or {}).get("selector") or {}
-        if not selector:
-            return []
-        reqs = [Requirement(k, "=", (str(v),)) for k, v in selector.items()]
-        pods = self._list("pods", svc["metadata"]["namespace"])
-        return [
-            p
-            for p in pods
-            if labels_match(reqs, p["metadata"].get("labels"))
-            and pod_is_ready(p)
-            and (p.get("status") or {}).get("podIP")
-            and not p["metadata"].get("deletionTimestamp")
-        ]
+        return self._endpoint_source(svc, service_port)
 
     async def sync(self, services: list[Obj]) -> None:
         """Open listeners for new Service ports, close those of deleted Services."""
