@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml
+.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml mutation
 
 venv: $(STAMP)
 
@@ -40,6 +40,12 @@ render: venv
 demo: venv kube-binaries
 	$(BIN)/python tools/fetch_helm_kubectl.py
 	$(BIN)/python -m voiceops_sim.demo $(DEMO_ARGS)
+
+# Mutation testing of the pure core (mutmut, each module against its own fast unit tests):
+# scores in docs/mutation.md, details in build/mutation/report.json. Not part of `make test`.
+# Options: make mutation MUTATION_ARGS="--module policy" (or --changed-since origin/main).
+mutation: venv
+	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 
 bench: venv kube-binaries
 	$(BIN)/python -m bench

@@ -53,7 +53,7 @@ def parse_quantity(value: Any) -> Decimal | None:
     number, suffix = match.group(1), match.group(2) or ""
     try:
         base = Decimal(number)
-        if suffix[:1] in ("e", "E"):
+        if suffix not in _SUFFIX:  # an exponent (1e3, 1E-3); E and Ei are exa and exbi
             return base * (Decimal(10) ** int(suffix[1:]))
         return base * _SUFFIX[suffix]
     except (InvalidOperation, KeyError, ValueError):

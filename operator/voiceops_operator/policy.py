@@ -536,6 +536,11 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
     ):
         target, trigger, cooled = "FailedOver", SIGNAL_FAILURE, True
         reason, message = a.reason, f"{a.message}: failing over at once"
+    elif state.phase == "FailedOver" and not config.fallback_enabled:
+        # The fallback tier was switched off while failed over: the GPU tier is all
+        # there is, so say so rather than claim a failover that routes nowhere.
+        target, trigger, cooled = "Degraded", None, True
+        reason, message = a.reason, f"{a.message}; fallback tier switched off while failed over"
     elif state.phase == "FailedOver" and fallback_empty:
         target, trigger, cooled = "Degraded", None, True
         reason = REASON_NO_READY_FALLBACK_PODS
@@ -695,9 +700,9 @@ def _target_phase(
         if failing and a.reason in (REASON_GPU_UNSCHEDULABLE, REASON_GPU_CRASH_LOOP):
             return "FailedOver", SIGNAL_FAILURE
         return None, None
-    if failing and phase != "FailedOver":
+    if failing:
         return "FailedOver", SIGNAL_FAILURE
-    if pressured and phase in ("Serving", "Recovering") and not failing:
+    if pressured and phase in ("Serving", "Recovering"):
         return "Degraded", SIGNAL_PRESSURE
     if phase in ("Degraded", "FailedOver") and healthy_window:
         return "Recovering", SIGNAL_HEALTHY

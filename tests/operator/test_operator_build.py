@@ -455,3 +455,197 @@ def test_routing_from_status() -> None:
     assert build.routing_from_status(status, spec_on) == Routing("fallback", 3)
     assert build.routing_from_status(status, spec_off) == Routing("gpu", None)
     assert build.routing_from_status(parse_status({}), spec_on) == Routing("gpu", None)
+
+
+# --- what reaches the pods and the API server ------------------------------------------------
+
+ROUTING_SEED = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # 32 bytes, base64
+
+
+def test_a_gpu_pod_with_a_gpu_looks_for_it_and_fault_injection_reaches_both_tiers() -> None:
+    settings = OperatorSettings(_env_file=None, routing_key=ROUTING_SEED)
+    vs = vs_of(
+        {
+            "gpu": {"count": 1},
+            "faultInjection": {
+                "enabled": True,
+                "tokenSecretRef": {"name": "chaos", "key": "bearer"},
+            },
+            "fallback": {"voice": "de"},
+        }
+    )
+    gpu_dep = build.build_gpu_deployment(vs, settings)
+    fallback_dep = build.build_fallback_deployment(vs, Routing(), settings)
+    assert container_of(gpu_dep)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert env_of(gpu_dep)[pod.ENV_DEVICE] == "auto"
+    assert env_of(fallback_dep)[pod.ENV_VOICE] == "de"
+    for dep in (gpu_dep, fallback_dep):
+        env = env_of(dep)
+        assert env[pod.ENV_FAULT_INJECTION] == "true"
+        assert env[pod.ENV_FAULT_TOKEN] == {"secretKeyRef": {"name": "chaos", "key": "bearer"}}
+        assert env[pod.ENV_POD_NAME] == {"fieldRef": {"fieldPath": "metadata.name"}}
+        assert env[pod.ENV_ROUTING_PUBLIC_KEY] == settings.routing_public_key != ""
+    assert env_of(build.build_gpu_deployment(vs_of(), settings))[pod.ENV_FAULT_INJECTION] == (
+        "false"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "engines"),
+    [
+        ({}, ("vits", "espeak")),
+        ({"fallback": {"enabled": False}}, ("vits",)),
+        ({"model": {"engine": "espeak", "voice": "en-us"}}, ("espeak",)),
+    ],
+)
+def test_both_tiers_advertise_every_tier_s_engine_once(spec: dict, engines: tuple) -> None:
+    assert build.service_engines(vs_of(spec).spec) == engines
+
+
+def test_gpu_tolerations_reach_the_pods_as_kubernetes_spells_them(
+    settings: OperatorSettings,
+) -> None:
+    vs = vs_of(
+        {
+            "gpu": {
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                    {"key": "maintenance", "value": "soon", "effect": "NoExecute",
+                     "tolerationSeconds": 60},
+                ]
+            }
+        }
+    )  # fmt: skip
+    tolerations = build.build_gpu_deployment(vs, settings)["spec"]["template"]["spec"][
+        "tolerations"
+    ]
+    assert tolerations == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "value": "", "effect": "NoSchedule"},
+        {
+            "key": "maintenance",
+            "operator": "Equal",
+            "value": "soon",
+            "effect": "NoExecute",
+            "tolerationSeconds": 60,
+        },
+    ]
+
+
+def test_every_child_is_owned_by_its_voiceservice_and_deleted_with_it(
+    settings: OperatorSettings,
+) -> None:
+    for obj in build.build_all(vs_of(uid="1234"), Routing(), settings):
+        assert obj["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "voiceops.io/v1alpha1",
+                "kind": "VoiceService",
+                "name": "tts",
+                "uid": "1234",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+def test_every_tier_child_carries_its_tier_labels(settings: OperatorSettings) -> None:
+    vs = vs_of()
+    routing = Routing()
+    children = {
+        "gpu": [
+            build.build_gpu_deployment(vs, settings),
+            build.build_tier_service(vs, "gpu"),
+            build.build_gpu_hpa(vs),
+            build.build_pdb(vs, "gpu"),
+        ],
+        "fallback": [
+            build.build_fallback_deployment(vs, routing, settings),
+            build.build_tier_service(vs, "fallback"),
+            build.build_fallback_hpa(vs, routing),
+            build.build_pdb(vs, "fallback"),
+        ],
+    }
+    for tier, objects in children.items():
+        for obj in objects:
+            assert obj["metadata"]["labels"] == {
+                **TIER_LABELS,
+                "app.kubernetes.io/component": f"{tier}-tier",
+                "voiceops.io/tier": tier,
+            }, obj["kind"]
+        template = objects[0]["spec"]["template"]["metadata"]["labels"]
+        assert template["voiceops.io/tier"] == tier
+
+
+def test_services_are_cluster_ip_http_on_the_serving_port() -> None:
+    vs = vs_of({"serving": {"port": 9000}})
+    for svc in (build.build_front_service(vs, Routing()), build.build_tier_service(vs, "gpu")):
+        assert (svc["apiVersion"], svc["kind"]) == ("v1", "Service")
+        assert svc["spec"]["type"] == "ClusterIP"
+        assert svc["spec"]["ports"] == [
+            {
+                "name": "http",
+                "port": 9000,
+                "targetPort": "http",
+                "protocol": "TCP",
+                "appProtocol": "http",
+            }
+        ]
+
+
+def test_the_fallback_hpa_targets_the_declared_cpu_utilisation() -> None:
+    vs = vs_of({"autoscaling": {"targetCPUUtilizationPercentage": 55}})
+    hpa = build.build_fallback_hpa(vs, Routing())
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 55},
+            },
+        }
+    ]
+
+
+def test_cleanup_knows_every_child_by_api_version_kind_and_name(
+    settings: OperatorSettings,
+) -> None:
+    possible = set(build.possible_children("tts"))
+    for vs in (vs_of(), vs_of({"fallback": {"enabled": False}})):
+        built = {
+            (o["apiVersion"], o["kind"], o["metadata"]["name"])
+            for o in build.build_all(vs, Routing(), settings)
+        }
+        assert built <= possible
+    assert len(possible) == 10
+
+
+def test_the_in_process_fallback_is_espeak_on_gpu_pods_that_do_not_run_it(
+    settings: OperatorSettings,
+) -> None:
+    def fallback_engine(spec: dict) -> str:
+        return env_of(build.build_gpu_deployment(vs_of(spec), settings))[pod.ENV_FALLBACK_ENGINE]
+
+    assert fallback_engine({}) == "espeak"
+    assert fallback_engine({"serving": {"inProcessFallback": False}}) == ""
+    assert fallback_engine({"model": {"engine": "espeak", "voice": "en-us"}}) == ""
+
+
+def test_pods_listen_on_every_interface_and_know_every_tier_s_engine(
+    settings: OperatorSettings,
+) -> None:
+    for dep in (
+        build.build_gpu_deployment(vs_of(), settings),
+        build.build_fallback_deployment(vs_of(), Routing(), settings),
+    ):
+        env = env_of(dep)
+        assert env[pod.ENV_HOST] == "0.0.0.0"
+        assert env[pod.ENV_SERVICE_ENGINES] == "vits,espeak"
+        assert container_of(dep)["name"] == "service"
+
+
+def test_only_gpu_pods_mount_the_model(settings: OperatorSettings) -> None:
+    vs = vs_of({"model": {"uri": "pvc://models/joe"}})
+    fallback = build.build_fallback_deployment(vs, Routing(), settings)
+    assert env_of(fallback)[pod.ENV_MODEL_PATH] == ""
+    assert [v["name"] for v in fallback["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    bundled = build.build_gpu_deployment(vs_of(), settings)
+    assert env_of(bundled)[pod.ENV_MODEL_PATH] == ""

@@ -154,3 +154,115 @@ def test_hand_added_pod_selector_labels_are_drift() -> None:
     assert not diff.matches(view, narrowed)
     patch = diff.merge_patch(view, narrowed)
     assert patch["spec"]["podSelector"]["matchLabels"] == {"voiceops.io/tier": None}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1E3", "1000"), ("2E", str(2 * 10**18)), ("3Ei", str(3 * 2**60)), ("1e-3", "0.001")],
+)
+def test_parse_quantity_reads_exponents_and_the_exa_suffix(text: str, value: str) -> None:
+    assert diff.parse_quantity(text) == Decimal(value)
+
+
+@pytest.mark.parametrize(
+    ("desired", "actual"),
+    [
+        ({"limits": {"cpu": "0.5"}}, {"limits": {"cpu": "500m"}}),
+        ({"requests": {"memory": "1024Mi"}}, {"requests": {"memory": "1Gi"}}),
+        (
+            {"volume": {"emptyDir": {"sizeLimit": "1Gi"}}},
+            {"volume": {"emptyDir": {"sizeLimit": "1024Mi"}}},
+        ),
+        (
+            {"metric": {"target": {"averageValue": "0.5"}}},
+            {"metric": {"target": {"averageValue": "500m"}}},
+        ),
+    ],
+)
+def test_quantities_compare_by_value_wherever_kubernetes_stores_them(
+    desired: dict, actual: dict
+) -> None:
+    assert diff.matches(desired, actual)
+    assert diff.merge_patch(desired, actual) == {}
+
+
+def test_a_different_quantity_is_drift() -> None:
+    desired = {"limits": {"cpu": "1"}}
+    actual = {"limits": {"cpu": "2"}}
+    assert not diff.matches(desired, actual)
+    assert diff.merge_patch(desired, actual) == desired
+    assert not diff.matches({"limits": {"cpu": "lots"}}, {"limits": {"cpu": "many"}})
+
+
+@pytest.mark.parametrize("field", ["limits", "requests"])
+def test_resource_lists_are_owned_whole(field: str) -> None:
+    desired = {"resources": {field: {"cpu": "1"}}}
+    actual = {"resources": {field: {"cpu": "1", "memory": "1Gi"}}}
+    assert not diff.matches(desired, actual)
+    assert diff.merge_patch(desired, actual) == {"resources": {field: {"memory": None}}}
+    # Elsewhere a map called limits is not a resource list: extra keys are someone else's.
+    other = {"quota": {field: {"cpu": "1"}}}
+    assert diff.matches(other, {"quota": {field: {"cpu": "1", "memory": "1Gi"}}})
+    claims = {"resources": {"claims": {"a": "1"}}}
+    assert diff.matches(claims, {"resources": {"claims": {"a": "1", "b": "2"}}})
+
+
+@pytest.mark.parametrize("value", [1, "x", True, [1], {"a": 1}])
+def test_a_missing_field_with_a_value_is_drift(value: object) -> None:
+    assert not diff.matches({"spec": {"field": value}}, {"spec": {}})
+    assert diff.merge_patch({"spec": {"field": value}}, {"spec": {}}) == {"spec": {"field": value}}
+
+
+@pytest.mark.parametrize("value", [None, False, 0, "", [], {}])
+def test_a_missing_field_with_a_zero_value_is_no_drift(value: object) -> None:
+    assert diff.matches({"spec": {"field": value}}, {"spec": {}})
+
+
+def test_a_missing_zero_field_does_not_hide_drift_after_it() -> None:
+    assert not diff.matches({"a": 0, "b": 1}, {"b": 2})
+
+
+@pytest.mark.parametrize("desired", [{"a": 1}, [1]])
+def test_nothing_stored_matches_only_nothing_wanted(desired: object) -> None:
+    assert not diff.matches(desired, None)
+    assert diff.matches(type(desired)(), None)
+    assert not diff.matches(desired, "something else")
+
+
+def test_against_nothing_stored_the_patch_is_the_whole_desired_object() -> None:
+    desired = {"spec": {"replicas": 0, "paused": True, "selector": {"app": "x"}}}
+    assert diff.merge_patch(desired, None) == desired  # type: ignore[arg-type]
+    assert diff.merge_patch(desired, {}) == desired
+
+
+def test_a_map_replaced_by_a_scalar_and_back_is_patched_whole() -> None:
+    assert diff.merge_patch({"a": "x"}, {"a": {"b": 1}}) == {"a": "x"}
+    assert diff.merge_patch({"a": {"b": 1, "c": 0}}, {"a": "x"}) == {"a": {"b": 1, "c": 0}}
+
+
+def test_owned_view_enforces_labels_owner_references_and_tolerations() -> None:
+    vs = parse_voiceservice(manifest({}) | {"metadata": {"name": "tts", "uid": "u-1"}})
+    service = build.build_tier_service(vs, "gpu")
+    view = diff.owned_view(service, replicas_owned=False)  # a Service has no replicas
+    assert view["metadata"] == {
+        "labels": service["metadata"]["labels"],
+        "ownerReferences": service["metadata"]["ownerReferences"],
+    }
+    assert view["spec"] == service["spec"]
+    bare = {"metadata": {"name": "x"}, "spec": {"a": 1}}
+    assert diff.owned_view(bare, replicas_owned=False) == {
+        "metadata": {"labels": {}},
+        "spec": {"a": 1},
+    }
+    deployment = build.build_gpu_deployment(vs, OperatorSettings(_env_file=None))
+    tolerated = copy.deepcopy(deployment)
+    tolerated["spec"]["template"]["spec"]["tolerations"] = [{"operator": "Exists"}]
+    assert not diff.matches(diff.owned_view(deployment, replicas_owned=True), tolerated)
+
+
+def test_resource_lists_are_owned_whole_inside_a_pod_template() -> None:
+    desired = {"spec": {"template": {"spec": {"resources": {"limits": {"cpu": "1"}}}}}}
+    actual = {"spec": {"template": {"spec": {"resources": {"limits": {"cpu": "1", "x": "1"}}}}}}
+    assert not diff.matches(desired, actual)
+    patch = diff.merge_patch(desired, actual)
+    assert patch == {"spec": {"template": {"spec": {"resources": {"limits": {"x": None}}}}}}

@@ -125,6 +125,13 @@ class HealingCluster(FailoverCluster):
                 return event
         return None
 
+    async def create_voiceservice(self) -> None:
+        await self.api.request(
+            "POST",
+            f"/apis/voiceops.io/v1alpha1/namespaces/{self.namespace}/voiceservices",
+            healing_voiceservice(self.namespace),
+        )
+
     def gpu_pods(self) -> list[dict[str, Any]]:
         """GPU-tier pods not being deleted, ready or not."""
         return [
@@ -195,8 +202,11 @@ def need_network_namespaces() -> None:
 
 
 @contextlib.asynccontextmanager
-async def healing_cluster(plane: ControlPlane, work_dir: Path) -> AsyncIterator[HealingCluster]:
-    """Nodes, the operator and the VoiceService on ``plane``: Serving, a ready fallback pod."""
+async def healing_cluster(
+    plane: ControlPlane, work_dir: Path, serving: bool = True
+) -> AsyncIterator[HealingCluster]:
+    """Nodes and the operator on ``plane``; with ``serving``, the VoiceService too,
+    Serving with a ready fallback pod."""
     api = KubeClient.from_kubeconfig(plane.admin_kubeconfig, work_dir / "credentials")
     gpu_node = parse_node(f"{GPU_NODE}:1:8")
     gpu_node.taints.append(dict(GPU_TAINT))
@@ -253,13 +263,10 @@ async def healing_cluster(plane: ControlPlane, work_dir: Path) -> AsyncIterator[
         await operator.start()
         cluster = HealingCluster(plane, agent, operator, namespace, api, *informers)
         cluster.phases_seen, cluster.tiers_seen = phases, tiers
-        await api.request(
-            "POST",
-            f"/apis/voiceops.io/v1alpha1/namespaces/{namespace}/voiceservices",
-            healing_voiceservice(namespace),
-        )
-        await cluster.routed("Serving", "gpu", within=120)
-        await cluster.until(lambda: cluster.ready_pods("fallback"), 60, "a ready fallback pod")
+        if serving:
+            await cluster.create_voiceservice()
+            await cluster.routed("Serving", "gpu", within=120)
+            await cluster.until(lambda: cluster.ready_pods("fallback"), 60, "a ready fallback pod")
         yield cluster
     finally:
         if operator is not None:
@@ -271,6 +278,20 @@ async def healing_cluster(plane: ControlPlane, work_dir: Path) -> AsyncIterator[
         if started:
             await agent.stop()
         await api.close()
+
+
+@pytest.fixture
+async def starting_cluster(
+    new_control_plane: Callable[..., ControlPlane], tmp_path: Path
+) -> AsyncIterator[HealingCluster]:
+    """As ``cluster``, before the VoiceService exists."""
+    need_network_namespaces()
+    plane = new_control_plane()
+    try:
+        async with healing_cluster(plane, tmp_path, serving=False) as healing:
+            yield healing
+    finally:
+        await asyncio.to_thread(plane.stop)
 
 
 @pytest.fixture
@@ -442,3 +463,59 @@ async def test_a_lost_gpu_node_fails_over_and_its_pod_is_evicted_then_comes_back
     (serving,) = cluster.ready_pods("gpu")
     assert serving["metadata"]["uid"] == replacement["metadata"]["uid"]
     assert serving["spec"]["nodeName"] == GPU_NODE
+
+
+def gpu_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return container
+
+
+async def test_a_gpu_pod_crash_looping_oomkilled_from_its_start_fails_over_then_serves(
+    starting_cluster: HealingCluster,
+) -> None:
+    """A GPU container killed for memory each time it starts (a model too big for its
+    GPU): the service never serves from it, fails over as GPUCrashLoop once the restarts
+    reach ``crashLoopRestarts`` (3), and comes back when the container stays up."""
+    cluster = starting_cluster
+    await cluster.create_voiceservice()
+    kills: list[str] = []
+
+    def running_again() -> dict[str, Any] | None:
+        for pod in cluster.gpu_pods():
+            container = gpu_container(pod)
+            if "running" in (container.get("state") or {}) and int(
+                container.get("restartCount") or 0
+            ) == len(kills):
+                return pod
+        return None
+
+    # SIGKILL is what the kernel's OOM killer sends: the node reports exit 137, OOMKilled.
+    # Each kill comes as the container runs again, before it can turn ready.
+    for n in range(3):
+        await cluster.until(running_again, 90, f"the GPU container running after {n} kills")
+        pod = running_again()
+        assert pod is not None
+        assert cluster.kill(pod)
+        kills.append(pod["metadata"]["name"])
+    assert len(set(kills)) == 1, "the same pod restarts its container, no replacement"
+
+    await cluster.routed("FailedOver", "fallback", within=30)
+    status = cluster.status()
+    assert status["lastTransition"]["from"] == "Pending"
+    assert status["lastTransition"]["reason"] == "GPUCrashLoop"
+    assert kills[0] in status["lastTransition"]["message"]
+    assert status["failovers"] == 1
+    (pod,) = cluster.gpu_pods()
+    container = gpu_container(pod)
+    assert int(container["restartCount"]) == 3
+    assert container["lastState"]["terminated"]["reason"] == "OOMKilled"
+    assert container["lastState"]["terminated"]["exitCode"] == 137
+    assert "Serving" not in cluster.phases_seen, "no GPU pod was ever ready to serve"
+    assert cluster.ready_pods("fallback"), "the fallback tier serves"
+
+    # Left alone, the container comes up after its back-off: traffic returns to it.
+    await cluster.routed("Recovering", "both", within=90)
+    await cluster.routed("Serving", "gpu")
+    (serving,) = cluster.ready_pods("gpu")
+    assert serving["metadata"]["name"] == kills[0]
+    assert cluster.status()["failovers"] == 1

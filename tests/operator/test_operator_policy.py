@@ -468,3 +468,200 @@ def test_restart_while_pending_keeps_the_initial_reason_and_message() -> None:
     resumed = policy.state_from_status(policy.state_to_status(fresh))
     assert (resumed.reason, resumed.message) == (fresh.reason, fresh.message)
     assert resumed == fresh
+
+
+# --- what a decision carries --------------------------------------------------------------
+
+
+def test_config_from_spec_reads_every_field() -> None:
+    config = PolicyConfig.from_spec(
+        {
+            "failover": {
+                "memoryHighRatio": 0.8,
+                "memoryCriticalRatio": 0.95,
+                "windowSeconds": 3,
+                "recoverAfterSeconds": 40,
+                "unschedulableAfterSeconds": 20,
+                "crashLoopRestarts": 5,
+                "cooldownSeconds": 7,
+            },
+            "fallback": {"enabled": True, "standbyReplicas": 2, "maxReplicas": 6},
+        }
+    )
+    assert config == PolicyConfig(
+        memory_high_ratio=0.8,
+        memory_critical_ratio=0.95,
+        window_seconds=3,
+        recover_after_seconds=40,
+        unschedulable_after_seconds=20,
+        crash_loop_restarts=5,
+        cooldown_seconds=7,
+        fallback_enabled=True,
+        fallback_standby_replicas=2,
+        fallback_max_replicas=6,
+    )
+    assert config.cooldown == 7
+
+
+def test_a_transition_names_both_tiers_and_is_remembered_in_the_state() -> None:
+    ds = run([obs(t, gpu(0.99)) for t in range(4)])
+    d = next(d for d in ds if d.transition)
+    assert d.transition is not None
+    assert (d.transition.from_tier, d.transition.to_tier) == ("gpu", "fallback")
+    assert (d.state.phase, d.state.active_tier, d.state.failovers) == ("FailedOver", "fallback", 1)
+    assert d.state.last_transition_time == d.transition.time
+    assert (d.state.reason, d.state.message) == (d.reason, d.message)
+
+
+def test_every_decision_carries_its_assessment_recheck_and_replacements() -> None:
+    fault = policy.GPUFault("0", "GPU-1", "xid_79")
+    faulty = gpu(0.5, name="bad", node="n1", gpu_faults=(fault,))
+    for d in run([obs(0, faulty, gpu(0.5, name="good")), obs(3, faulty, gpu(0.5, name="good"))]):
+        assert d.assessment.reason == policy.REASON_GPU_HARDWARE_FAULT
+        assert d.replace == (policy.Replacement("bad", "n1", (fault,)),)
+        assert d.recheck_at is not None
+    first, second = run([obs(0, faulty, gpu(0.5, name="good")), obs(3, faulty, gpu(0.5, "good"))])
+    assert first.transition is None
+    assert second.transition is not None
+
+
+def test_without_a_transition_the_decision_keeps_the_last_reason() -> None:
+    state = serving().model_copy(update={"reason": "Earlier", "message": "earlier message"})
+    d = decide(CFG, state, obs(0, gpu(0.93)))
+    assert d.transition is None
+    assert (d.reason, d.message) == ("Earlier", "earlier message")
+
+
+def test_a_restored_state_takes_the_tier_and_standby_its_phase_wants() -> None:
+    restored = PolicyState(phase="FailedOver", active_tier="gpu", fallback_replicas=None)
+    d = decide(CFG, restored, obs(0, gpu(0.99)))
+    assert d.transition is None
+    assert (d.active_tier, d.state.active_tier) == ("fallback", "fallback")
+    assert d.state.fallback_replicas == d.fallback_replicas == 1
+
+
+def test_pending_routes_to_the_gpu_tier() -> None:
+    starting = gpu(name="p", ready=False, metrics=None, phase="Pending")
+    d = decide(CFG, PolicyState(active_tier="both"), obs(0, starting))
+    assert (d.phase, d.active_tier, d.state.active_tier) == ("Pending", "gpu", "gpu")
+
+
+def test_messages_say_where_traffic_goes() -> None:
+    steps = [obs(t, gpu(0.99)) for t in range(4)] + [obs(t, gpu(0.5)) for t in range(4, 14)]
+    moves = [d for d in run(steps) if d.transition]
+    assert [d.phase for d in moves] == ["FailedOver", "Recovering", "Serving"]
+    assert moves[1].message.startswith("GPU tier healthy again (")
+    assert moves[1].message.endswith("); both tiers serve")
+    assert moves[2].message == "GPU tier healthy for 6s; traffic back on the GPU tier"
+
+
+def test_without_a_fallback_tier_only_trouble_says_there_is_none() -> None:
+    config = CFG.model_copy(update={"fallback_enabled": False, "fallback_standby_replicas": 0})
+    note = "; no fallback tier (spec.fallback.enabled is false)"
+    high = run([obs(t, gpu(0.93)) for t in range(4)], config=config)
+    assert [d.phase for d in high if d.transition] == ["Degraded"]
+    assert high[-1].message.endswith(note)
+    healed = run([obs(t, gpu(0.5)) for t in range(4, 14)], state=high[-1].state, config=config)
+    assert [d.phase for d in healed if d.transition] == ["Recovering", "Serving"]
+    assert not any(d.message.endswith(note) for d in healed if d.transition)
+    with_fallback = run([obs(t, gpu(0.93)) for t in range(4)])
+    assert not with_fallback[-1].message.endswith(note)
+
+
+def test_no_ready_fallback_while_failed_over_degrades_at_once_saying_why() -> None:
+    failed_over = PolicyState(
+        phase="FailedOver", active_tier="fallback", fallback_replicas=2, last_transition_time=T0
+    )
+    observation = Observation(time=T0 + 1, gpu_pods=(gpu(0.99),), fallback_ready=0)
+    d = decide(CFG, failed_over, observation)
+    assert d.phase == "Degraded"
+    assert d.reason == policy.REASON_NO_READY_FALLBACK_PODS
+    assert d.message.endswith("the GPU tier serves under pressure rather than nothing, at once")
+
+
+# --- status (de)serialisation -----------------------------------------------------------------
+
+
+def test_the_status_names_the_last_transition_in_full() -> None:
+    ds = run([obs(t, gpu(0.99)) for t in range(4)])
+    d = next(d for d in ds if d.transition)
+    status = policy.state_to_status(d.state, d.transition)
+    assert status["lastTransition"] == {
+        "time": policy.to_rfc3339(T0 + 2),
+        "from": "Serving",
+        "to": "FailedOver",
+        "reason": policy.REASON_GPU_MEMORY_CRITICAL,
+        "message": d.message,
+    }
+    assert status["phase"] == "FailedOver"
+    assert status["activeTier"] == "fallback"
+    assert status["failovers"] == 1
+    assert status["fallback"] == {"desiredReplicas": 1}
+
+
+def test_restoring_keeps_valid_tiers_and_signals_and_drops_the_rest() -> None:
+    signals = {
+        "failure": "not a time",
+        "pressure": policy.to_rfc3339(T0),
+        "bogus": policy.to_rfc3339(T0),
+        "healthy": 12,
+    }
+    for tier in ("gpu", "fallback", "both"):
+        restored = policy.state_from_status(
+            {"phase": "Degraded", "activeTier": tier, "healing": {"signals": signals}}
+        )
+        assert restored.active_tier == tier
+        assert restored.signals == {policy.SIGNAL_PRESSURE: T0}
+    unknown = policy.state_from_status({"phase": "Degraded", "activeTier": "tpu"})
+    assert unknown.active_tier == "gpu"
+
+
+def test_a_garbled_transition_time_is_no_transition_time() -> None:
+    restored = policy.state_from_status(
+        {"phase": "Serving", "lastTransition": {"time": "yesterday", "reason": "R"}}
+    )
+    assert restored.last_transition_time is None
+    assert restored.reason == "R"
+
+
+def test_status_times_are_utc_whatever_the_machine_s_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert policy.to_rfc3339(1_800_000_000.25) == "2027-01-15T08:00:00.250000Z"
+        assert policy.to_rfc3339_seconds(1_800_000_000.25) == "2027-01-15T08:00:00Z"
+        assert policy.from_rfc3339("2027-01-15T08:00:00.250000Z") == 1_800_000_000.25
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_hardware_fault_message_names_pods_nodes_and_gpus() -> None:
+    xid = policy.GPUFault("0", "GPU-1", "xid_79")
+    lost = policy.GPUFault("1", "", "gpu_lost")
+    pods = [
+        gpu(0.5, name="a", node="n1", gpu_faults=(xid, lost)),
+        gpu(0.5, name="b", gpu_faults=(xid,)),
+        gpu(0.5, name="c", node="n3", gpu_faults=(lost,)),
+        gpu(0.5, name="d", node="n4", gpu_faults=(xid,)),
+        gpu(0.5, name="e"),
+    ]
+    a = policy.assess(CFG, obs(0, *pods))
+    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, policy.REASON_GPU_HARDWARE_FAULT)
+    assert a.message == (
+        "GPU hardware fault on 4 of 5 GPU pods: "
+        "a on n1: GPU 0 (GPU-1): xid_79, GPU 1 (no UUID): gpu_lost; "
+        "b: GPU 0 (GPU-1): xid_79; "
+        "c on n3: GPU 1 (no UUID): gpu_lost"
+    )
+    only = policy.assess(CFG, obs(0, pods[1]))
+    assert only.severity == policy.Severity.FAILURE
+    assert only.message == "GPU hardware fault on 1 of 1 GPU pods: b: GPU 0 (GPU-1): xid_79"
+
+
+def test_a_gpu_tier_scaled_to_zero_still_counts_as_one_pod_for_the_fallback() -> None:
+    empty = Observation(time=T0, gpu_pods=(), gpu_replicas=0)
+    assert policy.fallback_replicas_for(CFG, "Degraded", empty) == 2  # standby + half of one
+    assert policy.fallback_replicas_for(CFG, "FailedOver", empty) == 1

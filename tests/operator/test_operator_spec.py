@@ -183,3 +183,162 @@ def test_status_parsing_is_lenient() -> None:
     assert status.fallback is not None
     assert status.fallback.desired_replicas == 3
     assert spec.parse_status(None) == spec.VoiceServiceStatus()
+
+
+# --- what a refusal says ----------------------------------------------------------------------
+
+
+def refusal(raw: object) -> InvalidSpec:
+    with pytest.raises(InvalidSpec) as caught:
+        parse_spec(raw)
+    return caught.value
+
+
+def test_an_unknown_field_is_named_as_such() -> None:
+    (error,) = refusal({"bogus": True}).errors
+    assert (error.field, error.message, str(error)) == (
+        "spec.bogus",
+        "unknown field",
+        "spec.bogus: unknown field",
+    )
+
+
+def test_every_problem_of_a_spec_is_listed_one_after_the_other() -> None:
+    refused = refusal({"replicas": -1, "bogus": True})
+    assert [e.field for e in refused.errors] == ["spec.replicas", "spec.bogus"]
+    assert str(refused) == "; ".join(str(e) for e in refused.errors)
+    assert refused.field == "spec.replicas"
+
+
+def test_a_spec_that_is_no_object_is_refused() -> None:
+    (error,) = refusal(["replicas", 1]).errors
+    assert str(error) == "spec: must be an object"
+
+
+def test_a_rule_on_a_list_item_names_the_item() -> None:
+    peers = [
+        {"podSelector": {}},
+        {"podSelector": {}},
+        {"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}},
+    ]
+    (error,) = refusal({"networkPolicy": {"allowFrom": peers}}).errors
+    assert error.field == "spec.networkPolicy.allowFrom[2].ipBlock"
+    assert str(error).startswith("spec.networkPolicy.allowFrom[2].ipBlock cannot be combined")
+
+
+def test_a_rule_deep_in_a_list_item_is_named_where_it_sits() -> None:
+    expressions = [{"key": "a", "operator": "Exists"}, {"key": "b", "operator": "In"}]
+    peers = [{"podSelector": {}}, {"podSelector": {"matchExpressions": expressions}}]
+    (error,) = refusal({"networkPolicy": {"allowFrom": peers}}).errors
+    field = "spec.networkPolicy.allowFrom[1].podSelector.matchExpressions[1].values"
+    assert error.field == field
+    assert error.message == (
+        f"{field} must be non-empty for In and NotIn and empty for Exists and DoesNotExist"
+    )
+    assert str(error) == error.message
+
+
+def test_list_indices_fill_a_rule_s_wildcards_in_order() -> None:
+    assert spec._fill_indices("spec.a[*].b[*].c", [2, 0]) == "spec.a[2].b[0].c"
+    assert spec._fill_indices("spec.a[*].b", [3, 1]) == "spec.a[3].b"
+    assert spec._fill_indices("spec.a.b", [4]) == "spec.a.b"
+    assert spec._fill_indices("spec.a[*].b[*]", [5]) == "spec.a[5].b[*]"
+
+
+def test_a_spec_error_says_its_field_once() -> None:
+    named = spec.SpecError("spec.x", "spec.x must be y")
+    assert (str(named), named.field, named.message) == (
+        "spec.x must be y",
+        "spec.x",
+        "spec.x must be y",
+    )
+    plain = spec.SpecError("spec.x", "must be y")
+    assert (str(plain), plain.message) == ("spec.x: must be y", "must be y")
+    prefixed = spec.SpecError("spec.x", "spec.xy is other")
+    assert str(prefixed) == "spec.x: spec.xy is other"
+
+
+@pytest.mark.parametrize("gpu_key", ["amd.com/gpu", "example.com/accelerator"])
+def test_no_gpu_may_be_listed_in_the_tiers_resources(gpu_key: str) -> None:
+    raw = {"gpu": {"resourceName": "example.com/accelerator"}}
+    refused = refusal({**raw, "resources": {"limits": {gpu_key: 1}}})
+    assert [e.field for e in refused.errors] == ["spec.resources"]
+    refused = refusal({**raw, "fallback": {"resources": {"requests": {gpu_key: 1}}}})
+    assert [e.field for e in refused.errors] == ["spec.fallback.resources"]
+
+
+# --- model URIs ---------------------------------------------------------------------------------
+
+
+def test_model_uri_paths_are_normalised_or_refused() -> None:
+    assert parse_model_uri("file:///models/joe/").container_path == "/models/joe"
+    assert parse_model_uri("file:///models/MAX").container_path == "/models/MAX"
+    assert parse_model_uri("pvc://models/voices/MAX/").sub_path == "voices/MAX"
+    pvc = parse_model_uri("pvc://tts-models/piper/joe/")
+    assert (pvc.sub_path, pvc.container_path) == ("piper/joe", "/var/lib/voiceops/model/piper/joe")
+    assert parse_spec({"model": {"uri": "pvc://m/x"}}).model.model_path() == (
+        "/var/lib/voiceops/model/x"
+    )
+    for uri, words in [
+        ("file:///", "file URIs need an absolute path"),
+        ("file:///models//joe", "the path must be normalised"),
+        ("file:///models/a://b", "the path must be normalised"),
+        ("pvc://claim/../x", "the path inside the claim must be normalised"),
+        ("pvc://claim/x//y", "the path inside the claim must be normalised"),
+    ]:
+        with pytest.raises(spec.SpecError, match=words):
+            parse_model_uri(uri)
+
+
+def test_a_claim_name_may_be_253_characters() -> None:
+    assert parse_model_uri("pvc://" + "a" * 253).claim_name == "a" * 253
+    with pytest.raises(spec.SpecError, match="is not a valid PersistentVolumeClaim name"):
+        parse_model_uri("pvc://" + "a" * 254)
+
+
+def test_an_unsupported_scheme_says_what_is_supported() -> None:
+    with pytest.raises(spec.SpecError) as caught:
+        parse_model_uri("hf://rhasspy/voices")
+    assert caught.value.message == (
+        "unsupported scheme 'hf://' in 'hf://rhasspy/voices'; supported: empty (bundled voice), "
+        "file:///abs/path, pvc://claim/path"
+    )
+
+
+# --- the whole manifest ------------------------------------------------------------------------
+
+
+def identity_refusal(document: object) -> str:
+    with pytest.raises(InvalidSpec) as caught:
+        parse_voiceservice(document)
+    return str(caught.value)
+
+
+def test_a_manifest_s_identity_problems_are_spelt_out() -> None:
+    assert identity_refusal(["not", "a", "mapping"]) == "(document): must be a mapping"
+    assert identity_refusal({**manifest(), "apiVersion": "v1"}) == (
+        "apiVersion: must be voiceops.io/v1alpha1, got 'v1'"
+    )
+    assert identity_refusal({**manifest(), "kind": "Service"}) == (
+        "kind: must be VoiceService, got 'Service'"
+    )
+    for metadata in ({}, ["name", "tts"], "tts", {"name": 5}, {"name": ""}):
+        assert identity_refusal({**manifest(), "metadata": metadata}) == (
+            "metadata.name: is required"
+        )
+
+
+def test_a_name_may_be_as_long_as_its_longest_child_allows() -> None:
+    longest = "x" * spec.MAX_NAME_LENGTH
+    assert parse_voiceservice(manifest(name=longest)).name == longest
+
+
+def test_a_manifest_s_namespace_uid_and_generation_are_read() -> None:
+    document = manifest()
+    document["metadata"] = {"name": "tts", "namespace": "voice", "uid": "u-1", "generation": 7}
+    vs = parse_voiceservice(document, default_namespace="elsewhere")
+    assert (vs.namespace, vs.uid, vs.generation) == ("voice", "u-1", 7)
+    document["metadata"] = {"name": "tts"}
+    bare = parse_voiceservice(document)
+    assert (bare.namespace, bare.uid, bare.generation) == ("default", "", 0)
+    assert parse_voiceservice(document, default_namespace="ops").namespace == "ops"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from voiceops_operator import status as st
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
@@ -132,3 +137,195 @@ def test_with_self_healing_on_the_reconcile_never_writes_phase_or_tier() -> None
     assert condition(healed, st.READY)["status"] == "True"
     invalid = st.invalid_spec_status({}, generation=1, message="x", now=T0, writes_phase=False)
     assert "phase" not in invalid
+
+
+def test_conditions_say_which_tier_serves_and_for_which_generation() -> None:
+    ready_line = "gpu 1/1 · cpu 1/1"
+    for tier, word in (("gpu", "GPU tier"), ("fallback", "fallback tier"), ("both", "both tiers")):
+        status = compute({"activeTier": tier}, deployment(1, 1), deployment(1, 1))
+        assert condition(status, st.READY) == {
+            "type": st.READY,
+            "status": "True",
+            "reason": st.Reason.SERVING_TIER_READY,
+            "message": f"serving from the {word}: {ready_line}",
+            "lastTransitionTime": T0,
+            "observedGeneration": 2,
+        }
+        assert condition(status, st.PROGRESSING) == {
+            "type": st.PROGRESSING,
+            "status": "False",
+            "reason": st.Reason.ROLLOUT_COMPLETE,
+            "message": "all tiers rolled out",
+            "lastTransitionTime": T0,
+            "observedGeneration": 2,
+        }
+    down = compute({"activeTier": "fallback"}, deployment(1, 1), deployment(1, 0))
+    message = "no ready pods in the fallback tier: gpu 1/1 · cpu 0/1"
+    assert condition(down, st.READY)["message"] == message
+    assert condition(down, st.READY)["observedGeneration"] == 2
+    rolling = compute({}, deployment(1, 1, generation=3, seen=2), deployment(1, 1))
+    assert condition(rolling, st.PROGRESSING)["reason"] == st.Reason.ROLLING_OUT
+    assert condition(rolling, st.PROGRESSING)["message"] == f"rolling out: {ready_line}"
+    assert condition(rolling, st.PROGRESSING)["observedGeneration"] == 2
+    odd = compute({"activeTier": "elsewhere"}, deployment(1, 1), deployment(1, 1))
+    assert condition(odd, st.READY)["message"] == f"serving from the elsewhere: {ready_line}"
+
+
+def test_a_fresh_object_and_a_pending_one_become_serving_once_ready() -> None:
+    fresh = st.compute_status(
+        None,  # type: ignore[arg-type]
+        generation=1,
+        active_tier="gpu",
+        gpu=st.TierCounts.from_deployment(deployment(1, 1)),
+        fallback=None,
+        now=T0,
+    )
+    assert (fresh["phase"], fresh["activeTier"]) == ("Serving", "gpu")
+    pending = compute({"phase": "Pending"}, deployment(1, 1), deployment(1, 1))
+    assert pending["phase"] == "Serving"
+
+
+def test_turning_the_fallback_off_drops_its_status() -> None:
+    current = compute({}, deployment(1, 1), deployment(1, 1))
+    assert "fallback" in current
+    without = compute(current, deployment(1, 1), False)
+    assert "fallback" not in without
+    assert st.status_patch(current, without)["fallback"] is None
+
+
+def test_the_current_status_is_never_changed_in_place() -> None:
+    current = {
+        "gpu": {"memoryUsedRatio": 0.5},
+        "fallback": {"desiredReplicas": 2},
+        "conditions": [{"type": st.READY, "status": "False", "reason": "R", "message": ""}],
+    }
+    snapshot = copy.deepcopy(current)
+    compute(current, deployment(1, 1), False)
+    st.invalid_spec_status(current, generation=3, message="bad", now=T1)
+    st.failed_reconcile_status(current, generation=3, message="boom", now=T1)
+    assert current == snapshot
+
+
+@pytest.mark.parametrize(
+    ("tier", "gpu_ready", "fallback", "ready"),
+    [
+        ("fallback", 1, None, False),  # no fallback tier at all
+        ("fallback", 0, 1, True),
+        ("fallback", 0, 0, False),
+        ("both", 0, 0, False),
+        ("both", 1, 0, True),
+        ("both", 0, 1, True),
+        ("gpu", 1, 0, True),
+        ("gpu", 0, 2, False),
+    ],
+)
+def test_ready_means_the_selected_tier_has_a_ready_pod(
+    tier: str, gpu_ready: int, fallback: int | None, ready: bool
+) -> None:
+    gpu = st.TierCounts(desired=1, ready=gpu_ready)
+    counts = None if fallback is None else st.TierCounts(desired=1, ready=fallback)
+    assert st.serving_ready(tier, gpu, counts) is ready
+
+
+def test_a_condition_keeps_its_place_when_it_changes() -> None:
+    conditions = st.set_condition([], st.READY, "True", "A", "a", 1, T0)
+    conditions = st.set_condition(conditions, "FailedOver", "False", "B", "b", 1, T0)
+    conditions = st.set_condition(conditions, st.READY, "False", "C", "c", 2, T1)
+    assert [c["type"] for c in conditions] == [st.READY, "FailedOver"]
+    assert conditions[0] == {
+        "type": st.READY,
+        "status": "False",
+        "reason": "C",
+        "message": "c",
+        "lastTransitionTime": T1,
+        "observedGeneration": 2,
+    }
+    assert st.condition_status({"conditions": conditions}, "FailedOver") == "False"
+    assert st.condition_status({"conditions": conditions}, "Progressing") is None
+    assert st.condition_status({}, st.READY) is None
+
+
+def test_an_invalid_spec_keeps_the_rest_and_stops_progressing() -> None:
+    current = {"phase": "Serving", "gpu": {"replicas": 1}, "conditions": []}
+    status = st.invalid_spec_status(current, generation=4, message="spec.x: bad", now=T0)
+    assert status["phase"] == "Serving"
+    assert status["gpu"] == {"replicas": 1}
+    for type_ in (st.READY, st.PROGRESSING):
+        assert condition(status, type_) == {
+            "type": type_,
+            "status": "False",
+            "reason": st.Reason.INVALID_SPEC,
+            "message": "spec.x: bad",
+            "lastTransitionTime": T0,
+            "observedGeneration": 4,
+        }
+    fresh = st.invalid_spec_status({}, generation=1, message="bad", now=T0)
+    assert fresh["phase"] == "Pending"
+
+
+def test_a_failed_reconcile_shows_in_progressing_only() -> None:
+    current = compute({}, deployment(1, 1), deployment(1, 1))
+    failed = st.failed_reconcile_status(current, generation=2, message="boom", now=T1)
+    assert condition(failed, st.PROGRESSING) == {
+        "type": st.PROGRESSING,
+        "status": "False",
+        "reason": st.Reason.RECONCILE_FAILED,
+        "message": "boom",
+        "lastTransitionTime": T0,  # Progressing was already False
+        "observedGeneration": 2,
+    }
+    assert condition(failed, st.READY) == condition(current, st.READY)
+    assert (
+        st.failed_reconcile_status({}, generation=1, message="x", now=T0)["conditions"][0]["reason"]
+        == st.Reason.RECONCILE_FAILED
+    )
+
+
+def test_tier_counts_read_a_deployment_with_kubernetes_defaults() -> None:
+    assert st.TierCounts.from_deployment(None) == st.TierCounts(rolled_out=False)
+    created = st.TierCounts.from_deployment({"metadata": {"generation": 1}, "spec": {}})
+    assert created == st.TierCounts(desired=1, replicas=0, ready=0, updated=0, rolled_out=False)
+    unseen = {"metadata": {"generation": 1}, "spec": {"replicas": 0}}
+    assert st.TierCounts.from_deployment(unseen).rolled_out is False
+    no_generations = {"spec": {"replicas": 0}}
+    assert st.TierCounts.from_deployment(no_generations).rolled_out is True
+    partial = {
+        "metadata": {"generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "readyReplicas": 1},
+    }
+    assert st.TierCounts.from_deployment(partial) == st.TierCounts(
+        desired=1, replicas=0, ready=1, updated=0, rolled_out=False
+    )
+    counted = st.TierCounts.from_deployment(deployment(3, 2))
+    assert counted == st.TierCounts(desired=3, replicas=3, ready=2, updated=3, rolled_out=False)
+
+
+def test_now_is_utc_whatever_the_machine_s_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        stamp = st.now_rfc3339()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp)
+    seconds = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    assert abs(seconds - time.time()) < 3600  # Kolkata's local time would be 5.5 h off
+
+
+def test_a_first_failure_or_refusal_on_a_fresh_object_is_stamped_now() -> None:
+    failed = st.failed_reconcile_status(None, generation=1, message="boom", now=T1)  # type: ignore[arg-type]
+    assert condition(failed, st.PROGRESSING)["lastTransitionTime"] == T1
+    refused = st.invalid_spec_status(None, generation=1, message="bad", now=T1)  # type: ignore[arg-type]
+    assert condition(refused, st.READY)["lastTransitionTime"] == T1
+    assert refused["phase"] == "Pending"
+
+
+def test_an_invalid_spec_keeps_the_self_healing_conditions() -> None:
+    failed_over = {"type": "FailedOver", "status": "True", "reason": "R", "message": "m"}
+    status = st.invalid_spec_status(
+        {"conditions": [failed_over]}, generation=2, message="bad", now=T0
+    )
+    assert [c["type"] for c in status["conditions"]] == ["FailedOver", st.READY, st.PROGRESSING]
+    assert condition(status, "FailedOver") == failed_over

@@ -93,3 +93,34 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     release.set()
     await holder
     assert admission.running == 0
+
+
+def test_the_drain_rate_is_smoothed_over_completions() -> None:
+    clock = FakeClock()
+    drain = DrainRate(clock=clock)  # default smoothing: 0.2 of the newest interval
+    drain.busy()
+    clock.now = 2.0
+    drain.completed()  # first interval: 2 s
+    assert drain.per_second == pytest.approx(0.5)
+    clock.now = 3.0
+    drain.completed()  # next interval: 1 s, measured from the last completion
+    assert drain.per_second == pytest.approx(1 / (0.2 * 1.0 + 0.8 * 2.0))
+
+
+def test_each_interval_runs_from_the_previous_completion() -> None:
+    clock = FakeClock()
+    drain = DrainRate(smoothing=1.0, clock=clock)
+    drain.busy()
+    clock.now = 1.0
+    drain.completed()
+    clock.now = 3.0
+    drain.completed()
+    assert drain.per_second == pytest.approx(0.5)
+
+
+def test_a_completion_without_a_busy_spell_counts_as_instant() -> None:
+    clock = FakeClock()
+    clock.now = 5.0
+    drain = DrainRate(smoothing=1.0, clock=clock)
+    drain.completed()
+    assert drain.per_second == pytest.approx(1e4)
