@@ -5,15 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml mutation
+.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml mutation chaos
 
 venv: $(STAMP)
 
-$(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml sim/pyproject.toml requirements-dev.txt
+$(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml sim/pyproject.toml requirements-dev.txt e2e/chaos/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -e contract -e operator -e service -e sim -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e contract -e operator -e service -e sim -e e2e/chaos -r requirements-dev.txt
 	touch $(STAMP)
 
 test: venv tools kube-binaries
@@ -49,6 +49,12 @@ mutation: venv
 
 bench: venv kube-binaries
 	$(BIN)/python -m bench
+
+# Chaos testing under load (docs/chaos.md): the whole catalogue on the local cluster
+# (needs root, as `make demo` does); the report (markdown, JSON, PNG timelines) goes to
+# chaos-report/. Options: make chaos CHAOS_ARGS="--scenarios gpu-pod-killed --duration 20"
+chaos: venv kube-binaries
+	$(BIN)/voiceops-chaos --report chaos-report --duration 60 --clients 2 $(CHAOS_ARGS)
 
 # The real control plane's binaries (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler), built once from Go modules into ~/.cache/voiceops/kube (needs Go >= 1.26

@@ -131,6 +131,32 @@ speak() {
   log "OK: ${size} bytes of WAV audio from ${VS_NAMESPACE}/${VS_NAME}"
 }
 
+# A short chaos subset (docs/chaos.md) through the port-forward, after the first speech.
+# CHAOS=0 skips it; CHAOS_SCENARIOS and CHAOS_REPORT choose what runs and where the
+# report goes (default: the work folder, printed here before it is removed).
+chaos_subset() {
+  local runner="${ROOT}/.venv/bin/voiceops-chaos"
+  local report="${CHAOS_REPORT:-${WORK_DIR}/chaos-report}"
+  if [[ "${CHAOS:-1}" == "0" ]]; then
+    log "chaos subset skipped (CHAOS=0)"
+    return 0
+  fi
+  if [[ ! -x "${runner}" ]]; then
+    log "chaos subset skipped: no ${runner} (make venv)"
+    return 0
+  fi
+  kind get kubeconfig --name "${CLUSTER_NAME}" >"${WORK_DIR}/kubeconfig"
+  log "chaos subset: ${CHAOS_SCENARIOS:-gpu-memory-pressure,scale-down}"
+  local status=0
+  "${runner}" --kubeconfig "${WORK_DIR}/kubeconfig" \
+    --namespace "${VS_NAMESPACE}" --voiceservice "${VS_NAME}" \
+    --url "http://127.0.0.1:${LOCAL_PORT}" \
+    --scenarios "${CHAOS_SCENARIOS:-gpu-memory-pressure,scale-down}" \
+    --duration 20 --report "${report}" || status=$?
+  [[ ! -f "${report}/report.md" ]] || cat "${report}/report.md" >&2
+  ((status == 0)) || die "chaos subset failed (exit ${status})"
+}
+
 main() {
   require_tools
   trap cleanup EXIT
@@ -141,6 +167,7 @@ main() {
   apply_voiceservice
   wait_ready
   speak
+  chaos_subset
 }
 
 main "$@"

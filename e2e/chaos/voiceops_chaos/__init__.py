@@ -1,0 +1,1 @@
+"""Chaos testing under load for voiceops (``voiceops-chaos``; docs/chaos.md)."""
