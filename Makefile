@@ -9,11 +9,11 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml sim/pyproject.toml requirements-dev.txt e2e/chaos/pyproject.toml
+$(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml localcluster/pyproject.toml requirements-dev.txt e2e/chaos/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -e contract -e operator -e service -e sim -e e2e/chaos -r requirements-dev.txt
+	$(BIN)/pip install --quiet -e contract -e operator -e service -e localcluster -e e2e/chaos -r requirements-dev.txt
 	touch $(STAMP)
 
 test: venv tools kube-binaries
@@ -36,10 +36,10 @@ render: venv
 
 # The demo runs on a real local control plane: its binaries (kube-binaries: built once,
 # needs Go >= 1.26 the first time) and the pinned kubectl (fetched once into .tools/bin).
-# Options: make demo DEMO_ARGS="--scenario all --keep-running" (python -m voiceops_sim.demo -h).
+# Options: make demo DEMO_ARGS="--scenario all --keep-running" (python -m voiceops_localcluster.demo -h).
 demo: venv kube-binaries
 	$(BIN)/python tools/fetch_helm_kubectl.py
-	$(BIN)/python -m voiceops_sim.demo $(DEMO_ARGS)
+	$(BIN)/python -m voiceops_localcluster.demo $(DEMO_ARGS)
 
 # Mutation testing of the pure core (mutmut, each module against its own fast unit tests):
 # scores in docs/mutation.md, details in build/mutation/report.json. Not part of `make test`.

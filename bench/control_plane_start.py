@@ -1,10 +1,11 @@
 """Local control plane: start → every component healthy, and what the binaries cost.
 
 Real parts: etcd, kube-apiserver, kube-controller-manager and kube-scheduler built from
-Go modules (``voiceops_sim.kube_binaries``), started by ``voiceops_sim.control_plane``
-(CA and certificates made fresh each time, as the launcher does). Reports the median
-and spread of start → healthy over ``--runs`` starts, the binaries' sizes and the
-cold build time recorded when they were built (a cached build takes no time).
+Go modules (``voiceops_localcluster.kube_binaries``), started by
+``voiceops_localcluster.control_plane`` (CA and certificates made fresh each time, as
+the launcher does). Reports the median and spread of start → healthy over ``--runs``
+starts, the binaries' sizes and the cold build time recorded when they were built (a
+cached build takes no time).
 
     .venv/bin/python bench/control_plane_start.py [--runs 5]
 """
@@ -19,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.kube_binaries import build, build_folder
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.kube_binaries import build, build_folder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,10 @@ scheduler), the operator process, ``voiceops-service`` processes for both tiers
 fallback), the official ``openai`` client with its defaults (keep-alive pool, two
 retries), back to back, and a plain client with a new connection per request and
 no retries, at most 20 requests a second, through the front Service
-(``voiceops_sim.traffic``). Test double: the node agent (kubelet and kube-proxy;
+(``voiceops_localcluster.traffic``). Test double: the node agent (kubelet and kube-proxy;
 pods in network namespaces with real addresses, a Service proxy that routes by
 EndpointSlices and keeps established connections where they are, as kube-proxy
-does); ``voiceops_sim.failover_cluster`` sets it all up (needs root).
+does); ``voiceops_localcluster.failover_cluster`` sets it all up (needs root).
 
 Scenarios, in one cluster, window 1 s:
 
@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from voiceops_sim.failover_cluster import FailoverCluster, failover_cluster
-from voiceops_sim.traffic import RequestRecord, Traffic
+from voiceops_localcluster.failover_cluster import FailoverCluster, failover_cluster
+from voiceops_localcluster.traffic import RequestRecord, Traffic
 
 WINDOW = 1
 OBSERVATION_PERIOD = 0.25  # policy.observation_interval for a 1 s window

@@ -4,7 +4,7 @@ Real parts: the Kubernetes control plane, the operator process and the
 ``voiceops-service`` pods (VITS on the GPU node, on CPU here; espeak on the
 fallback); the GPU node's pods read a fake ``libnvidia-ml.so.1`` (a test double
 in C, ``tools/fake-nvml``) whose state this bench writes, so faults enter where a
-real GPU's would. The node agent plays the kubelets (``voiceops_sim.failover_cluster``;
+real GPU's would. The node agent plays the kubelets (``voiceops_localcluster.failover_cluster``;
 needs root). Window 1 s. Each run: the fault goes in at t0; t1 = the front
 Service's endpoints are all the fallback tier's (new connections go there);
 then the fault is cleared and the VoiceService is Serving again.
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from _common import percentile
-from voiceops_sim.failover_cluster import HEALTHY_GPU, FailoverCluster, failover_cluster
+from voiceops_localcluster.failover_cluster import HEALTHY_GPU, FailoverCluster, failover_cluster
 
 WINDOW = 1
 XID_GOAL_SECONDS = 1.25  # 1 s plus one observation period

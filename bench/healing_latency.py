@@ -1,12 +1,12 @@
 """Decision latency on a real control plane: GPU pressure in /metrics → front Service on fallback.
 
 Real parts: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
-(``voiceops_sim.control_plane``), the operator process (kopf: the spec reconcile
+(``voiceops_localcluster.control_plane``), the operator process (kopf: the spec reconcile
 and the healing daemon, as shipped) and the ``voiceops-service`` pods (VITS on the
 GPU node, on CPU here; espeak on the fallback) with fault injection on (token from
 a Secret). Test double: the node agent (kubelets and kube-proxy), whose pods run
 in network namespaces of their own with real addresses, so the operator scrapes
-them at ``status.podIP`` (``voiceops_sim.failover_cluster``; needs root).
+them at ``status.podIP`` (``voiceops_localcluster.failover_cluster``; needs root).
 
 Each run: the VoiceService (window ``--window`` s, cooldown 1 s) serves on the GPU
 tier and the cooldown of its last transition has passed; ``POST /admin/faults``
@@ -39,8 +39,8 @@ from typing import Any
 
 import aiohttp
 from _common import percentile
+from voiceops_localcluster.failover_cluster import FailoverCluster, failover_cluster
 from voiceops_operator import observe, policy
-from voiceops_sim.failover_cluster import FailoverCluster, failover_cluster
 
 LIVENESS_PATH_S = 30  # periodSeconds 10 × failureThreshold 3: the restart path's floor
 SCRAPE_INTERVAL_S = 0.5  # what failover_cluster runs the operator with

@@ -1,7 +1,7 @@
 """Spec-reconcile benchmark: the real operator process against a real kube-apiserver.
 
 Real parts: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
-(``voiceops_sim.control_plane``; no nodes, so pods stay Pending) and the operator
+(``voiceops_localcluster.control_plane``; no nodes, so pods stay Pending) and the operator
 process (self-healing off: this measures the spec reconcile). Measures (1) the time
 from creating a VoiceService to all of its children existing (the watch event of the
 last child), median and p95 over N objects created one at a time and in a burst;
@@ -30,8 +30,8 @@ from typing import Any
 
 from _common import percentile
 from kubernetes_asyncio import client, config, watch
+from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_operator.kube import USER_AGENT
-from voiceops_sim.control_plane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[1]
 # 2 Deployments, 3 Services, 2 HPAs, 2 PDBs, 1 NetworkPolicy (the default spec)

@@ -48,9 +48,9 @@ from pathlib import Path
 
 import httpx
 from _common import cpu_model, percentile
+from voiceops_localcluster.ports import free_port
 from voiceops_service.engines.base import SynthesisRequest
 from voiceops_service.engines.espeak import EspeakEngine
-from voiceops_sim.ports import free_port
 
 TEXT_200 = (
     "The quick brown fox jumps over the lazy dog near the river bank. "

@@ -6,8 +6,8 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.kube_binaries import BinariesError, find
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.kube_binaries import BinariesError, find
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,7 @@ def new_control_plane(
 
     Each one is stopped at the end of the session at the latest. Missing binaries
     skip on a developer machine and fail under CI=true, where ``make test`` builds
-    them first (``python -m voiceops_sim.kube_binaries``).
+    them first (``python -m voiceops_localcluster.kube_binaries``).
     """
     started: list[ControlPlane] = []
 
@@ -28,7 +28,7 @@ def new_control_plane(
         except BinariesError as error:
             binaries, problem = None, str(error)
         else:
-            problem = "run `python -m voiceops_sim.kube_binaries` (or `make kube-binaries`) once"
+            problem = "run `make kube-binaries` (python -m voiceops_localcluster.kube_binaries)"
         if binaries is None:
             message = f"the control plane's binaries are missing: {problem}"
             if os.environ.get("CI", "").lower() == "true":

@@ -58,6 +58,9 @@ PATH_READY = "/readyz"
 PATH_METRICS = "/metrics"
 PATH_SPEECH = "/v1/audio/speech"
 PATH_FAULTS = "/admin/faults"
+# The fault token's own header, beside Authorization: Bearer. The API server's pod proxy
+# removes Authorization (the caller's credential) before it reaches the pod.
+FAULT_TOKEN_HEADER = "X-Voiceops-Fault-Token"
 PATH_ROUTING = "/admin/routing"
 
 # Response headers of an audio answer: the engine and the voice that spoke.

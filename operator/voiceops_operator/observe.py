@@ -25,6 +25,9 @@ from voiceops_operator.policy import GPUFault, GPUMetrics, Observation, PodObser
 HTTP_PORT_NAME = "http"
 REASON_CRASH_LOOP = "CrashLoopBackOff"
 ERROR_TERMINATIONS = frozenset({"OOMKilled", "Error", "ContainerCannotRun", "StartError"})
+# A container running again after an error exit is still crash-looping until it has run
+# this long: the kubelet's own measure (its restart back-off resets after 10 minutes up).
+CRASH_LOOP_MEMORY_SECONDS = 600.0
 
 _READ = frozenset(spec.name for spec in m.OPERATOR_READS)
 
@@ -171,12 +174,18 @@ def classify_pod(
         terminated = state.get("terminated") or {}
         if waiting.get("reason") == REASON_CRASH_LOOP:
             crash_looping = True
-        if terminated.get("reason") in ERROR_TERMINATIONS or (terminated.get("exitCode") or 0):
+        if _failed(terminated):
             crash_looping = True
             last_reason = str(terminated.get("reason") or "Error")
         last_terminated = (cs.get("lastState") or {}).get("terminated") or {}
         if last_terminated.get("reason") and not last_reason:
             last_reason = str(last_terminated["reason"])
+        if "running" in state and _failed(last_terminated):
+            # Between two crashes the container runs (not yet ready); one that has run
+            # long since its last failure, then turns unready (node lost, probe), is not.
+            finished = _timestamp(last_terminated.get("finishedAt"))
+            if finished is not None and now - finished < CRASH_LOOP_MEMORY_SECONDS:
+                crash_looping = True
     unschedulable_since = None
     message = ""
     scheduled = _condition(status, "PodScheduled")
@@ -203,6 +212,10 @@ def classify_pod(
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
         gpu_faults=metrics.faults if metrics is not None else (),
     )
+
+
+def _failed(terminated: Mapping[str, Any]) -> bool:
+    return terminated.get("reason") in ERROR_TERMINATIONS or bool(terminated.get("exitCode"))
 
 
 def live_pods(pods: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -190,7 +190,8 @@ class PodObservation:
     phase: str = "Running"
     ready: bool = True
     restarts: int = 0
-    crash_looping: bool = False  # waiting CrashLoopBackOff, or just terminated with an error
+    # Waiting CrashLoopBackOff, terminated with an error, or running again soon after one.
+    crash_looping: bool = False
     unschedulable_since: float | None = None  # PodScheduled=False, reason Unschedulable
     unschedulable_message: str = ""
     last_termination_reason: str = ""  # OOMKilled, Error, ...
@@ -419,9 +420,7 @@ def _ratio(pod: PodObservation) -> float:
 
 
 def _crash_looping(config: PolicyConfig, pod: PodObservation) -> bool:
-    return pod.restarts >= config.crash_loop_restarts and (
-        pod.crash_looping or pod.phase in ("Running", "Failed")
-    )
+    return pod.crash_looping and pod.restarts >= config.crash_loop_restarts
 
 
 def _names(pods: list[PodObservation], limit: int = 3) -> str:

@@ -423,6 +423,7 @@ async def ready(state: StateDep) -> JSONResponse:
             "queued": state.admission.waiting,
             "max_concurrency": state.admission.max_concurrency,
             "max_queue": state.admission.max_queue,
+            "saturated": state.admission.saturated,
         },
         "degraded": state.guard is not None and state.guard.degraded,
         "tier": state.settings.tier or None,
@@ -436,15 +437,20 @@ async def metrics(state: StateDep) -> Response:
 
 
 async def require_fault_token(
-    state: StateDep, authorization: Annotated[str | None, Header()] = None
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+    fault_token: Annotated[str | None, Header(alias=pod.FAULT_TOKEN_HEADER)] = None,
 ):
-    """401 unless ``Authorization: Bearer <VOICEOPS_FAULT_TOKEN>`` (constant-time compare)."""
-    expected = f"Bearer {state.settings.fault_token.get_secret_value()}".encode()
-    given = (authorization or "").encode()
-    if not hmac.compare_digest(given, expected):
+    """401 unless ``Authorization: Bearer <VOICEOPS_FAULT_TOKEN>`` or the token in
+    ``X-Voiceops-Fault-Token`` (which passes the API server's pod proxy); constant-time."""
+    token = state.settings.fault_token.get_secret_value().encode()
+    bearer = hmac.compare_digest((authorization or "").encode(), b"Bearer " + token)
+    header = hmac.compare_digest((fault_token or "").encode(), token)
+    if not (bearer or header):
         raise ApiError(
             401,
-            "fault injection needs Authorization: Bearer <VOICEOPS_FAULT_TOKEN>",
+            "fault injection needs Authorization: Bearer <VOICEOPS_FAULT_TOKEN> "
+            f"or {pod.FAULT_TOKEN_HEADER}: <VOICEOPS_FAULT_TOKEN>",
             param="Authorization",
             code="invalid_token",
             type_="authentication_error",

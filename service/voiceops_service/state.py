@@ -23,7 +23,6 @@ READY_LOADING = "loading"
 READY_LOAD_FAILED = "load_failed"
 READY_GPU_UNUSABLE = "gpu_unusable"
 READY_GPU_UNHEALTHY = "gpu_unhealthy"  # NVML: fatal XID, GPU lost, NVML failing, ECC
-READY_SATURATED = "saturated"
 READY_DEGRADED = "degraded"
 READY_DRAINING = "draining"  # SIGTERM: finishing what is in flight before exiting
 
@@ -57,12 +56,9 @@ class ServiceState:
         # Whatever the engine runs on: every GPU NVML sees was allocated to this pod.
         if (message := self.gpu.latest.unhealthy_message()) is not None:
             reasons[READY_GPU_UNHEALTHY] = message
-        if self.admission.saturated:
-            reasons[READY_SATURATED] = (
-                f"{self.admission.running} running and {self.admission.waiting} queued "
-                f"(max_concurrency {self.admission.max_concurrency}, "
-                f"max_queue {self.admission.max_queue})"
-            )
+        # A full queue is no reason to leave the Service: when every pod is full, an
+        # empty Service refuses connections, while a pod that stays answers 429 with
+        # Retry-After, and the HPA sees the load. (/readyz shows it: admission.saturated.)
         if self.guard is not None and self.guard.degraded:
             fallback = self.guard.fallback.name if self.guard.fallback else "none"
             reasons[READY_DEGRADED] = (

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import yaml
 from chart_support import CHART_DIR, NAMESPACE, RELEASE, TOOLS_BIN
-from voiceops_sim import pod_network
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.node_agent import NodeAgent
+from voiceops_localcluster import pod_network
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.node_agent import NodeAgent
 
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}"
-GPU_NODE = "sim-gpu-0"
+GPU_NODE = "local-gpu-0"
 TIER = "voiceops.io/tier"
 
 pytestmark = [
@@ -86,7 +86,7 @@ async def test_helm_install_runs_the_operator_as_the_charts_pod_with_its_own_ide
     plane = new_control_plane(audit=True)
     agent = NodeAgent(
         plane.admin_kubeconfig,
-        [f"{GPU_NODE}:1:8", "sim-cpu-0:0:16"],
+        [f"{GPU_NODE}:1:8", "local-cpu-0:0:16"],
         tmp_path / "agent",
         pod_network=pod_network.NamespacePodNetwork(plane.pod_cidr),
         extra_env={"VOICEOPS_LOG_LEVEL": "warning"},

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 from chart_support import NAMESPACE, render
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.operator_process import OperatorProcess
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"

@@ -19,8 +19,8 @@ from voiceops_chaos.catalogue import load_catalogue
 from voiceops_chaos.cli import run_local
 from voiceops_chaos.load import LoadSpec
 from voiceops_chaos.runner import RunSettings
-from voiceops_sim import pod_network
-from voiceops_sim.kube_binaries import BinariesError, find
+from voiceops_localcluster import pod_network
+from voiceops_localcluster.kube_binaries import BinariesError, find
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -1,7 +1,7 @@
 """Test doubles for driving the operator on a real control plane: a kubelet, kopf's daemon kwargs.
 
 The API server, the controller manager and the scheduler are real
-(``voiceops_sim.control_plane``): the Deployments the operator creates get real
+(``voiceops_localcluster.control_plane``): the Deployments the operator creates get real
 ReplicaSets and pods, and the real scheduler binds those pods to a Node.
 :class:`LoopbackKubelet` is that Node's kubelet, a test double that runs nothing:
 
@@ -43,8 +43,8 @@ import aiohttp
 import yaml
 from aiohttp import web
 from voiceops_contract import metrics as m
+from voiceops_localcluster.node_agent import Informer, KubeApiError, KubeClient
 from voiceops_operator import build
-from voiceops_sim.node_agent import Informer, KubeApiError, KubeClient
 
 T = TypeVar("T")
 Obj = dict[str, Any]

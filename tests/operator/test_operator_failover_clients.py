@@ -8,7 +8,7 @@ plain client that opens a connection per request, all through the front Service.
 Test double: the node agent (kubelet and kube-proxy), whose pods have real addresses
 in network namespaces and whose Service proxy routes by EndpointSlices and keeps an
 established connection on its backend, as kube-proxy does
-(``voiceops_sim.failover_cluster``; needs root for the network namespaces).
+(``voiceops_localcluster.failover_cluster``; needs root for the network namespaces).
 
 Each test failed before its fix: keep-alive clients stayed on the tier traffic had
 left; the fallback refused the advertised model and voice; a dead GPU pod waited a
@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import pytest
-from voiceops_sim.failover_cluster import HEALTHY_GPU, failover_cluster
-from voiceops_sim.traffic import RequestRecord, Traffic
+from voiceops_localcluster.failover_cluster import HEALTHY_GPU, failover_cluster
+from voiceops_localcluster.traffic import RequestRecord, Traffic
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -166,6 +166,6 @@ async def test_an_xid_on_the_gpu_fails_over_at_once_and_replaces_the_pod(tmp_pat
         (event,) = [e for e in events["items"] if e.get("reason") == "GPUHardwareFault"
                     and e.get("action") == "ReplacePod"]  # fmt: skip
         name = faulty["metadata"]["name"]
-        assert f"replacing pod {name} on node sim-gpu-0: GPU 0 (GPU-0f0f" in event["message"]
+        assert f"replacing pod {name} on node local-gpu-0: GPU 0 (GPU-0f0f" in event["message"]
         assert "xid_79" in event["message"]
         assert not traffic.failures("openai"), _summary(traffic.failures("openai"))

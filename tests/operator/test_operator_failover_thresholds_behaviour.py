@@ -127,8 +127,9 @@ def test_a_pod_without_gpu_gauges_next_to_a_measured_one_is_healthy() -> None:
     ("crash_looping", "phase", "restarts", "reason"),
     [
         (True, "Running", 3, policy.REASON_GPU_CRASH_LOOP),  # waiting in CrashLoopBackOff
-        (False, "Running", 3, policy.REASON_GPU_CRASH_LOOP),  # restarted, not ready again
-        (False, "Failed", 5, policy.REASON_GPU_CRASH_LOOP),
+        # Restarts long ago, unready now (its node lost, say): no crash loop.
+        (False, "Running", 3, policy.REASON_NO_READY_GPU_PODS),
+        (False, "Failed", 5, policy.REASON_NO_READY_GPU_PODS),
         (True, "Pending", 3, policy.REASON_GPU_CRASH_LOOP),
         (False, "Pending", 5, policy.REASON_NO_READY_GPU_PODS),  # not started: no crash loop
         (True, "Running", 2, policy.REASON_NO_READY_GPU_PODS),  # under the restart threshold

@@ -2,10 +2,10 @@
 
 Real: etcd, kube-apiserver, kube-controller-manager (Deployments, HPAs, EndpointSlices,
 the node lifecycle controller and taint eviction) and kube-scheduler
-(``voiceops_sim.control_plane``); the ``voiceops-operator run`` process (kopf, the spec
+(``voiceops_localcluster.control_plane``); the ``voiceops-operator run`` process (kopf, the spec
 reconcile and the healing daemon); ``voiceops-service --engine espeak`` processes for
 both tiers (fault injection on, token from a Secret), HTTP everywhere. Test double: the
-node agent (kubelet and kube-proxy, ``voiceops_sim.node_agent``), whose pods run in
+node agent (kubelet and kube-proxy, ``voiceops_localcluster.node_agent``), whose pods run in
 network namespaces of their own with real addresses, so the operator scrapes them at
 ``status.podIP`` as on a cluster (needs root, which CI has). GPU memory pressure comes
 in through the service's ``/admin/faults``, so the operator sees it exactly as it
@@ -31,9 +31,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from voiceops_sim import pod_network
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.failover_cluster import (
+from voiceops_localcluster import pod_network
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.failover_cluster import (
     FAULT_TOKEN,
     GPU_NODE,
     NAME,
@@ -41,8 +41,8 @@ from voiceops_sim.failover_cluster import (
     FailoverCluster,
     apply_crd,
 )
-from voiceops_sim.node_agent import Informer, KubeClient, NodeAgent, parse_node
-from voiceops_sim.operator_process import OperatorProcess
+from voiceops_localcluster.node_agent import Informer, KubeClient, NodeAgent, parse_node
+from voiceops_localcluster.operator_process import OperatorProcess
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 HEALING_PASSES = re.compile(
@@ -212,7 +212,7 @@ async def healing_cluster(
     gpu_node.taints.append(dict(GPU_TAINT))
     agent = NodeAgent(
         plane.admin_kubeconfig,
-        [gpu_node, parse_node("sim-cpu-0:0:16")],
+        [gpu_node, parse_node("local-cpu-0:0:16")],
         work_dir / "agent",
         pod_network=pod_network.NamespacePodNetwork(plane.pod_cidr),
         extra_env={"VOICEOPS_GPU_POLL_INTERVAL_SECONDS": "0.2", "VOICEOPS_LOG_LEVEL": "warning"},

@@ -35,12 +35,12 @@ from healing_harness import (
     eventually,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.node_agent import KubeClient
 from voiceops_operator import build, healing, policy
 from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.node_agent import KubeClient
 
 GPUS = 64
 SETTLE_SECONDS = 60.0  # pods of a new namespace ready; generous for a busy 2-core machine

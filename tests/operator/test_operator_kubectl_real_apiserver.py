@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from voiceops_sim.control_plane import ControlPlane
+from voiceops_localcluster.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -194,6 +195,31 @@ def test_classify_terminated_oom_now() -> None:
     }
     pod = observe.classify_pod(pod_dict, NOW)
     assert pod.crash_looping is True
+    assert pod.last_termination_reason == "OOMKilled"
+
+
+@pytest.mark.parametrize(
+    ("seconds_since_the_crash", "crash_looping"),
+    [(5, True), (observe.CRASH_LOOP_MEMORY_SECONDS - 1, True),
+     (observe.CRASH_LOOP_MEMORY_SECONDS, False), (3600, False)],
+)  # fmt: skip
+def test_running_again_after_a_crash_is_crash_looping_only_while_the_crash_is_recent(
+    seconds_since_the_crash: float, crash_looping: bool
+) -> None:
+    """Between two crashes the container runs unready; long after, an unready pod with
+    old restarts (its node lost) is something else."""
+    pod_dict = copy.deepcopy(CRASH_LOOP)
+    finished = datetime.fromtimestamp(NOW - seconds_since_the_crash, UTC)
+    pod_dict["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    pod_dict["status"]["containerStatuses"][0]["lastState"] = {
+        "terminated": {
+            "exitCode": 137,
+            "reason": "OOMKilled",
+            "finishedAt": finished.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+    pod = observe.classify_pod(pod_dict, NOW)
+    assert pod.crash_looping is crash_looping
     assert pod.last_termination_reason == "OOMKilled"
 
 

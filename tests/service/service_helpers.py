@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from voiceops_sim.ports import free_port
+from voiceops_localcluster.ports import free_port
 
 FAULT_TOKEN = "test-fault-token"
 STARTUP_DEADLINE_SECONDS = 60.0

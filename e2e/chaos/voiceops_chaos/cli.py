@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from voiceops_sim.node_agent import KubeClient
+from voiceops_localcluster.node_agent import KubeClient
 
 from . import catalogue as c
 from .front import ServiceProxyFront
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:
         # A restarted API server drops every watch: the informers say so, then list again.
-        logging.getLogger("voiceops_sim").setLevel(logging.ERROR)
+        logging.getLogger("voiceops_localcluster").setLevel(logging.ERROR)
     try:
         catalogue = c.load_catalogue(args.catalogue)
         if args.list:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
-from voiceops_sim.node_agent import KubeClient
+from voiceops_localcluster.node_agent import KubeClient
 
 # Hop-by-hop and length headers: the forwarder's own connections set them.
 SKIP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "content-length",

@@ -1,6 +1,6 @@
 """Steady speech load through the front Service, and load spikes past capacity.
 
-The steady load is ``voiceops_sim.traffic.Traffic``: raw clients (a new connection
+The steady load is ``voiceops_localcluster.traffic.Traffic``: raw clients (a new connection
 per request, no retries) and the official ``openai`` client with its default retries,
 side by side, every request recorded. ``rate`` paces both kinds: Traffic paces its
 raw clients itself; :class:`PacedTraffic` adds the same pacing to its openai clients
@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 from voiceops_contract import pod as pod_contract
-from voiceops_sim.traffic import RequestRecord, Traffic, _record
+from voiceops_localcluster.traffic import RequestRecord, Traffic, _record
 
 from .evaluate import Answer
 
@@ -53,7 +53,7 @@ class PacedTraffic(Traffic):
     """Traffic whose openai clients start a request at most every ``openai_interval_seconds``.
 
     Its ``_openai`` is Traffic's with the raw clients' pause added (a change
-    ``voiceops_sim.traffic`` could take as an option, making this class unnecessary).
+    ``voiceops_localcluster.traffic`` could take as an option, making this class unnecessary).
     """
 
     openai_interval_seconds: float = 0.0

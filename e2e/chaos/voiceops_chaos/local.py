@@ -1,6 +1,6 @@
 """The local cluster for chaos runs, and the faults only it can do.
 
-The cluster is ``voiceops_sim``'s: real etcd, kube-apiserver, controller manager and
+The cluster is ``voiceops_localcluster``'s: real etcd, kube-apiserver, controller manager and
 scheduler (``ControlPlane``), the real operator process, and node-agent nodes whose
 pods are ``voiceops-service`` processes in network namespaces of their own (needs
 root). Different from ``failover_cluster`` in what chaos needs:
@@ -38,9 +38,9 @@ from typing import Any
 
 import aiohttp
 from voiceops_contract import pod as pod_contract
-from voiceops_sim import pod_network
-from voiceops_sim.control_plane import Component, ControlPlane
-from voiceops_sim.failover_cluster import (
+from voiceops_localcluster import pod_network
+from voiceops_localcluster.control_plane import Component, ControlPlane
+from voiceops_localcluster.failover_cluster import (
     FAKE_NVML_BUILD,
     FAULT_TOKEN,
     HEALTHY_GPU,
@@ -48,16 +48,16 @@ from voiceops_sim.failover_cluster import (
     apply_crd,
     two_tier_voiceservice,
 )
-from voiceops_sim.node_agent import KubeClient, NodeAgent, parse_node
-from voiceops_sim.operator_process import OperatorProcess
+from voiceops_localcluster.node_agent import KubeClient, NodeAgent, parse_node
+from voiceops_localcluster.operator_process import OperatorProcess
 
 from . import catalogue as c
 from .evaluate import Disruption
 from .observe import Observer
 from .targets import ApiFaults, Applied, ips_of
 
-GPU_NODES = ("sim-gpu-0", "sim-gpu-1")
-CPU_NODE = "sim-cpu-0"
+GPU_NODES = ("local-gpu-0", "local-gpu-1")
+CPU_NODE = "local-cpu-0"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 GPU_MEMORY_TOTAL = 150_000_000_000  # HEALTHY_GPU's gpu0.memory_total
 WINDOW_SECONDS = 2

@@ -12,7 +12,7 @@ import contextlib
 import time
 from typing import Any
 
-from voiceops_sim.node_agent import Informer, KubeClient
+from voiceops_localcluster.node_agent import Informer, KubeClient
 
 from .evaluate import ClusterView, EventSeen, PodSeen, RoutingSample, StatusSample
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
-from voiceops_sim.node_agent import KubeApiError
+from voiceops_localcluster.node_agent import KubeApiError
 
 from . import catalogue as c
 from . import evaluate as ev

@@ -18,17 +18,16 @@ from typing import Any, Protocol
 
 import aiohttp
 from voiceops_contract import pod as pod_contract
-from voiceops_sim.node_agent import KubeApiError, KubeClient
+from voiceops_localcluster.node_agent import KubeApiError, KubeClient
 
 from . import catalogue as c
 from .evaluate import Disruption
 from .observe import API, Observer, pod_ready
 
-# The service reads the fault token from ``Authorization: Bearer``. Through the API
-# server's pod proxy that header is the caller's credential, which the API server
-# removes once it has authenticated the caller: a pod never sees it. This header is
-# sent as well, for a service that accepts it (see the report: not yet).
-FAULT_TOKEN_HEADER = "X-Voiceops-Fault-Token"
+# The fault token goes in the service's own header: through the API server's pod proxy
+# ``Authorization`` is the caller's credential, which the API server removes once it has
+# authenticated the caller, so a pod never sees it.
+FAULT_TOKEN_HEADER = pod_contract.FAULT_TOKEN_HEADER
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -154,9 +153,8 @@ class ApiFaults:
             return None
         return (
             f"/admin/faults through the API server's pod proxy answered {status} "
-            f"({text[:120].strip()}): the API server removes the Authorization header "
-            "after authenticating the caller, so the service never sees its fault token; "
-            f"it would need to accept it in a header the proxy passes ({FAULT_TOKEN_HEADER})"
+            f"({text[:120].strip()}); the token went in {FAULT_TOKEN_HEADER}, which an older "
+            "service does not read"
         )
 
     # ------------------------------------------------------------ what it can do

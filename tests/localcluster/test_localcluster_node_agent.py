@@ -2,7 +2,7 @@
 
 Real: the Deployment/ReplicaSet controllers, the scheduler, the EndpointSlice and node
 lifecycle controllers, RBAC and TokenRequest; the agent registers the nodes and runs
-the pods as local processes. Needs the binaries ``python -m voiceops_sim.kube_binaries``
+the pods as local processes. Needs the binaries ``python -m voiceops_localcluster.kube_binaries``
 builds (skipped without them; a failure under ``CI=true``). One control plane and one
 agent for the module; each test in its own namespace.
 """
@@ -22,9 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from voiceops_operator.diff import parse_quantity
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.node_agent import (
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.node_agent import (
     POD_NETWORK,
     Image,
     KubeApiError,
@@ -36,13 +35,14 @@ from voiceops_sim.node_agent import (
     parse_node,
     pod_ip_for,
 )
-from voiceops_sim.pod_volumes import can_mount
-from voiceops_sim.service_proxy import endpoints_from_slices
+from voiceops_localcluster.pod_volumes import can_mount
+from voiceops_localcluster.service_proxy import endpoints_from_slices
+from voiceops_operator.diff import parse_quantity
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 cluster = pytest.mark.slow
 
-SPARE = "sim-spare-0"  # tainted: only the heartbeat test uses it (nothing is scheduled there)
+SPARE = "local-spare-0"  # tainted: only the heartbeat test uses it (nothing is scheduled there)
 HTTP_SERVER = (
     "import os, http.server as s; s.ThreadingHTTPServer((os.environ['VOICEOPS_HOST'], "
     "int(os.environ['VOICEOPS_PORT'])), s.SimpleHTTPRequestHandler).serve_forever()"
@@ -141,6 +141,28 @@ async def test_endpoints_come_from_ready_endpoints_of_the_services_slices() -> N
     assert endpoints_from_slices(slices, svc, {"name": "grpc", "port": 81}) == []
 
 
+async def test_serving_terminating_endpoints_take_traffic_only_while_none_is_ready() -> None:
+    """kube-proxy's fallback (KEP-1669): a draining pod still answers rather than nobody."""
+    svc = {"metadata": {"name": "front", "namespace": "a"}}
+
+    def slice_of(*endpoints: dict[str, object]) -> list[dict[str, object]]:
+        meta = {"namespace": "a", "labels": {"kubernetes.io/service-name": "front"}}
+        return [{"metadata": meta, "ports": [{"name": "http", "port": 8000}],
+                 "endpoints": list(endpoints)}]  # fmt: skip
+
+    draining = {"ready": False, "serving": True, "terminating": True}
+    gone_quiet = {"ready": False, "serving": False, "terminating": True}
+    unready = {"ready": False, "serving": False}
+    port = {"name": "http", "port": 80}
+    ready = {"addresses": ["10.0.0.1"], "conditions": {"ready": True}}
+    old = {"addresses": ["10.0.0.2"], "conditions": draining}
+    assert endpoints_from_slices(slice_of(ready, old), svc, port) == [("10.0.0.1", 8000)]
+    assert endpoints_from_slices(slice_of(old), svc, port) == [("10.0.0.2", 8000)]
+    quiet = {"addresses": ["10.0.0.3"], "conditions": gone_quiet}
+    starting = {"addresses": ["10.0.0.4"], "conditions": unready}
+    assert endpoints_from_slices(slice_of(quiet, starting), svc, port) == []
+
+
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def control_plane(new_control_plane: Callable[[], ControlPlane]) -> Iterator[ControlPlane]:
@@ -158,7 +180,7 @@ async def agent(
 ) -> AsyncIterator[NodeAgent]:
     spare = parse_node(f"{SPARE}:0:4")
     spare.taints.append({"key": "voiceops.io/spare", "value": "true", "effect": "NoSchedule"})
-    nodes = [parse_node("sim-gpu-0:1:8"), parse_node("sim-cpu-0:0:8"), spare]
+    nodes = [parse_node("local-gpu-0:1:8"), parse_node("local-cpu-0:0:8"), spare]
     running = NodeAgent(control_plane.admin_kubeconfig, nodes, tmp_path_factory.mktemp("agent"))
     await running.start()
     try:
@@ -261,7 +283,7 @@ def is_ready(pod: dict[str, Any]) -> bool:
 async def test_nodes_are_ready_with_their_capacity_and_keep_their_lease(
     agent: NodeAgent, api: KubeClient
 ) -> None:
-    for name, gpus in (("sim-gpu-0", "1"), ("sim-cpu-0", None)):
+    for name, gpus in (("local-gpu-0", "1"), ("local-cpu-0", None)):
         node = await api.request("GET", f"/api/v1/nodes/{name}")
         for field in ("capacity", "allocatable"):
             resources = node["status"][field]
@@ -271,24 +293,24 @@ async def test_nodes_are_ready_with_their_capacity_and_keep_their_lease(
             assert resources.get("nvidia.com/gpu") == gpus
         assert condition(node, "Ready")["status"] == "True"
         assert not node["spec"].get("taints")
-    path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/sim-gpu-0"
+    path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/local-gpu-0"
     lease = await api.request("GET", path)
-    assert lease["spec"]["holderIdentity"] == "sim-gpu-0"
+    assert lease["spec"]["holderIdentity"] == "local-gpu-0"
 
     async def renewed() -> bool:
         again = await api.request("GET", path)
         return bool(again["spec"]["renewTime"] != lease["spec"]["renewTime"])
 
-    await eventually(renewed, "the lease of sim-gpu-0 renewed", within=15)
+    await eventually(renewed, "the lease of local-gpu-0 renewed", within=15)
 
-    await agent.set_gpu_capacity("sim-gpu-0", 3)
+    await agent.set_gpu_capacity("local-gpu-0", 3)
     try:
-        node = await api.request("GET", "/api/v1/nodes/sim-gpu-0")
+        node = await api.request("GET", "/api/v1/nodes/local-gpu-0")
         assert node["status"]["capacity"]["nvidia.com/gpu"] == "3"
         assert node["status"]["allocatable"]["nvidia.com/gpu"] == "3"
         assert node["status"]["allocatable"]["cpu"] == "8"  # the rest stays
     finally:
-        await agent.set_gpu_capacity("sim-gpu-0", 1)
+        await agent.set_gpu_capacity("local-gpu-0", 1)
 
 
 @cluster

@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from voiceops_sim import kube_binaries
-from voiceops_sim.kube_binaries import COMPONENTS, BinariesError
+from voiceops_localcluster import kube_binaries
+from voiceops_localcluster.kube_binaries import COMPONENTS, BinariesError
 
 
 def test_every_staging_module_is_pinned_to_the_matching_version() -> None:

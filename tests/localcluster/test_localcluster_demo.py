@@ -1,4 +1,4 @@
-"""``python -m voiceops_sim.demo``: the whole product on a local cluster, end to end.
+"""``python -m voiceops_localcluster.demo``: the whole product on a local cluster, end to end.
 
 Real: the control plane (etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler), kubectl, the demo process, the operator process, vits and espeak
@@ -25,18 +25,18 @@ import pytest
 import yaml
 from aiohttp import web
 from voiceops_contract import metrics as m
+from voiceops_localcluster import kube_binaries, pod_network
+from voiceops_localcluster.demo import EXAMPLE_FILE, parse_args, printer_value, wav_facts
+from voiceops_localcluster.demo.cluster import kubectl_binary
+from voiceops_localcluster.demo.prometheus import PrometheusStandIn, parse_samples, parse_selector
+from voiceops_localcluster.demo.report import printer_columns
 from voiceops_operator.observe import PrometheusSource
-from voiceops_sim import kube_binaries, pod_network
-from voiceops_sim.demo import EXAMPLE_FILE, parse_args, printer_value, wav_facts
-from voiceops_sim.demo.cluster import kubectl_binary
-from voiceops_sim.demo.prometheus import PrometheusStandIn, parse_samples, parse_selector
-from voiceops_sim.demo.report import printer_columns
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def demo_command(output: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "voiceops_sim.demo", "--output", str(output), *extra]
+    return [sys.executable, "-m", "voiceops_localcluster.demo", "--output", str(output), *extra]
 
 
 def processes_using(path: Path) -> list[str]:

@@ -1,11 +1,11 @@
 """NodeAgent: the nodes of a real local control plane; kubelet + kube-proxy stand-in (TEST DOUBLE).
 
-:class:`voiceops_sim.control_plane.ControlPlane` runs the real etcd, API server,
+:class:`voiceops_localcluster.control_plane.ControlPlane` runs the real etcd, API server,
 controller manager and scheduler, with no nodes. A :class:`NodeAgent` is the
 nodes: a plain API client (aiohttp with the kubeconfig's credentials; it shares
 no in-process state with anything) that does what kubelets and kube-proxy do:
 
-* **Nodes.** Registers each node (``parse_node("sim-gpu-0:1:8")``: cpu, 64Gi
+* **Nodes.** Registers each node (``parse_node("local-gpu-0:1:8")``: cpu, 64Gi
   memory, 110 pods and ``nvidia.com/gpu``, omitted for a node with no GPUs) with
   capacity, allocatable, labels and taints; renews its Lease
   (``kube-node-lease``, every ``lease_period`` = 1 s) and posts the Ready,
@@ -16,7 +16,7 @@ no in-process state with anything) that does what kubelets and kube-proxy do:
   tests do not need.
 * **Pods.** Watches the pods the real scheduler binds to its nodes
   (``fieldSelector=spec.nodeName=<node>``, one watch per node) and runs each
-  container as a local process with :class:`~voiceops_sim.pod_runtime.ProcessPodRuntime`
+  container as a local process with :class:`~voiceops_localcluster.pod_runtime.ProcessPodRuntime`
   (probes, restarts with back-off, CrashLoopBackOff, OOMKilled for exit 137),
   reporting status changes by PATCHing ``pods/status`` (at most one patch per pod
   per ``status_interval`` = 50 ms). Env ``valueFrom``: ``fieldRef``, and
@@ -63,7 +63,7 @@ no in-process state with anything) that does what kubelets and kube-proxy do:
   the process gets ``KUBECONFIG`` pointing at it. Every process gets
   ``POD_NAMESPACE``. Tokens are not refreshed (test lifetimes are shorter than an
   hour).
-* **Services.** A kube-proxy stand-in (:class:`~voiceops_sim.service_proxy.ServiceProxy`):
+* **Services.** A kube-proxy stand-in (:class:`~voiceops_localcluster.service_proxy.ServiceProxy`):
   every Service with a selector is served on a loopback address
   (:meth:`NodeAgent.service_url`); each new connection goes to a ready endpoint
   of the **EndpointSlices** the real controller writes, round robin.

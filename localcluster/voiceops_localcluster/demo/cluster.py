@@ -43,8 +43,8 @@ from .report import ClusterWatcher, Timeline, say
 
 Obj = dict[str, Any]
 
-GPU_NODE = "sim-gpu-0"
-CPU_NODE = "sim-cpu-0"
+GPU_NODE = "local-gpu-0"
+CPU_NODE = "local-cpu-0"
 NODES = (f"{GPU_NODE}:1:8", f"{CPU_NODE}:0:8")
 TIER_LABEL = "voiceops.io/tier"
 INSTANCE_LABEL = "app.kubernetes.io/instance"

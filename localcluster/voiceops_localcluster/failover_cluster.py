@@ -36,7 +36,7 @@ from .operator_process import OperatorProcess
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "voiceservice.yaml"
 FAKE_NVML_BUILD = REPO / "tools" / "fake-nvml" / "build.sh"
-GPU_NODE = "sim-gpu-0"
+GPU_NODE = "local-gpu-0"
 HEALTHY_GPU = (
     "device_count=1\ngpu0.name=NVIDIA H200 (fake NVML)\n"
     "gpu0.uuid=GPU-0f0f0f0f-0000-4000-8000-000000000079\n"
@@ -45,7 +45,7 @@ HEALTHY_GPU = (
 FAULT_TOKEN = "failover-fault-token"
 TIER = "voiceops.io/tier"
 NAME = "tts"
-NODES = ("sim-gpu-0:1:8", "sim-cpu-0:0:16")
+NODES = ("local-gpu-0:1:8", "local-cpu-0:0:16")
 
 
 def two_tier_voiceservice(namespace: str, window_seconds: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``python -m voiceops_sim.demo``: run the demo (``make demo``)."""
+"""``python -m voiceops_localcluster.demo``: run the demo (``make demo``)."""
 
 import sys
 

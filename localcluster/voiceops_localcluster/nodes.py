@@ -1,4 +1,4 @@
-"""The nodes a node agent registers: ``parse_node("sim-gpu-0:1:8")`` and their Node objects."""
+"""The nodes a node agent registers: ``parse_node("local-gpu-0:1:8")`` and their Node objects."""
 
 from __future__ import annotations
 
@@ -89,9 +89,9 @@ class NodeSpec:
                     }
                 ],
                 "nodeInfo": {
-                    "kubeletVersion": "v1.33.0-voiceops-sim",
-                    "kubeProxyVersion": "v1.33.0-voiceops-sim",
-                    "containerRuntimeVersion": "voiceops-sim://0.1.0",
+                    "kubeletVersion": "v1.33.0-voiceops-localcluster",
+                    "kubeProxyVersion": "v1.33.0-voiceops-localcluster",
+                    "containerRuntimeVersion": "voiceops-localcluster://0.1.0",
                     "operatingSystem": "linux",
                     "architecture": "amd64",
                     "osImage": "simulated node (local processes)",
@@ -122,6 +122,6 @@ def parse_node(text: str) -> NodeSpec:
         pods = int(parts[3]) if len(parts) > 3 and parts[3] else 110
     except ValueError as exc:
         raise ValueError(f"node spec {text!r}: GPUS and PODS are integers, CPU a number") from exc
-    labels = {"voiceops.io/sim-gpu": "true"} if gpus else {}
+    labels = {"voiceops.io/local-gpu": "true"} if gpus else {}
     resources = {"cpu": cpu, "memory": float(64 * 2**30), GPU: float(gpus), "pods": float(pods)}
     return NodeSpec(parts[0], resources, labels)

@@ -14,8 +14,8 @@ binaries you already have (``setup-envtest``, a Kubernetes release, a kind node)
 they are used as they are. ``VOICEOPS_KUBE_CACHE`` moves the cache (default
 ``~/.cache/voiceops/kube``).
 
-    python -m voiceops_sim.kube_binaries            # build (or find) them; print the folder
-    python -m voiceops_sim.kube_binaries --check    # only say whether they are there
+    python -m voiceops_localcluster.kube_binaries          # build or find them; print the folder
+    python -m voiceops_localcluster.kube_binaries --check  # only say whether they are there
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """``make demo``: the whole product on a local cluster (no Docker, no GPU).
 
 Real: the Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler: ``voiceops_sim.control_plane``), kubectl, the ``voiceops-operator
+kube-scheduler: ``voiceops_localcluster.control_plane``), kubectl, the ``voiceops-operator
 run`` process, the ``voiceops-service`` processes of both tiers (vits on CPU for the
 GPU tier, espeak for the fallback tier), every HTTP call. Test doubles
-(``voiceops_sim``): the nodes (``node_agent``: kubelet and kube-proxy, pods as local
-processes with probes, one ``nvidia.com/gpu`` on ``sim-gpu-0``) and, for pods on
+(``voiceops_localcluster``): the nodes (``node_agent``: kubelet and kube-proxy, pods as local
+processes with probes, one ``nvidia.com/gpu`` on ``local-gpu-0``) and, for pods on
 loopback addresses (no root), a Prometheus stand-in the operator reads metrics
 through. GPU memory pressure comes in through the service's token-guarded
 ``/admin/faults``, so the operator sees it the way it would on a real GPU: in the
 pod's ``/metrics``.
 
-Usage: ``python -m voiceops_sim.demo [--scenario basic|all] [--output DIR] [--keep-running]
+Usage: ``python -m voiceops_localcluster.demo [--scenario basic|all] [--output DIR] [--keep-running]
 [--pod-network auto|namespaces|loopback]``.
 
 Modules, each depending only on those above it:
@@ -28,7 +28,7 @@ Modules, each depending only on those above it:
 - ``scenario``: ``Demo``, the scenarios on that cluster: speech through the front
   Service, GPU faults, the final report.
 - ``runner``: ``run_demo`` (signals, exit codes, cleanup) and ``main`` (logging).
-- ``__main__``: ``python -m voiceops_sim.demo``.
+- ``__main__``: ``python -m voiceops_localcluster.demo``.
 """
 
 from .errors import DemoError

@@ -31,7 +31,7 @@ class DemoOptions:
 
 def parse_args(argv: Sequence[str] | None = None) -> DemoOptions:
     parser = argparse.ArgumentParser(
-        prog="python -m voiceops_sim.demo",
+        prog="python -m voiceops_localcluster.demo",
         description=(
             "Run voiceops end to end on a local cluster: a real Kubernetes control plane "
             "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler), test-double "

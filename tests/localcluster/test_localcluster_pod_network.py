@@ -19,9 +19,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from voiceops_sim import pod_network
-from voiceops_sim.control_plane import ControlPlane
-from voiceops_sim.node_agent import KubeClient, NodeAgent
+from voiceops_localcluster import pod_network
+from voiceops_localcluster.control_plane import ControlPlane
+from voiceops_localcluster.node_agent import KubeClient, NodeAgent
 
 pytestmark = pytest.mark.slow
 SERVE = (
@@ -70,7 +70,7 @@ async def agent(
     network = pod_network.NamespacePodNetwork(control_plane.pod_cidr)
     running = NodeAgent(
         control_plane.admin_kubeconfig,
-        ["sim-cpu-0:0:8"],
+        ["local-cpu-0:0:8"],
         tmp_path_factory.mktemp("agent"),
         pod_network=network,
     )

@@ -67,8 +67,8 @@ class ContainerState:
         return {
             "name": self.name,
             "image": self.image,
-            "imageID": f"sim://{self.image}",
-            "containerID": f"sim://{pod_name}/{self.name}/{self.restart_count}",
+            "imageID": f"local://{self.image}",
+            "containerID": f"local://{pod_name}/{self.name}/{self.restart_count}",
             "restartCount": self.restart_count,
             "ready": self.ready,
             "started": self.started,
@@ -172,7 +172,7 @@ class PodRuntime:
             "reason": reason,
             "startedAt": state.started_at or now_rfc3339(),
             "finishedAt": now_rfc3339(),
-            "containerID": f"sim://{self.pod_name}/{state.name}/{state.restart_count}",
+            "containerID": f"local://{self.pod_name}/{state.name}/{state.restart_count}",
         }
         state.restart_count += 1
         state.ready = False

@@ -50,12 +50,16 @@ def endpoints_from_slices(slices: list[Obj], svc: Obj, service_port: Obj) -> lis
 
     Slices belong to the Service by the ``kubernetes.io/service-name`` label (and its
     namespace); the slice port is matched by name, as kube-proxy does. An endpoint
-    whose ``conditions.ready`` is unset counts as ready (the API's documented meaning);
-    terminating endpoints have ``ready: false`` and are skipped.
+    whose ``conditions.ready`` is unset counts as ready (the API's documented meaning).
+    Terminating endpoints have ``ready: false``; as kube-proxy does (KEP-1669), those
+    still ``serving`` take the traffic only while no endpoint is ready, so a rollout or
+    a drain that empties the ready set does not refuse connections the old pods could
+    still answer.
     """
     meta = svc["metadata"]
     name = service_port.get("name") or ""
-    found: list[tuple[str, int]] = []
+    ready: list[tuple[str, int]] = []
+    serving_terminating: list[tuple[str, int]] = []
     for piece in slices:
         piece_meta = piece.get("metadata") or {}
         if piece_meta.get("namespace") != meta.get("namespace"):
@@ -71,10 +75,13 @@ def endpoints_from_slices(slices: list[Obj], svc: Obj, service_port: Obj) -> lis
         if port is None:
             continue
         for endpoint in piece.get("endpoints") or []:
-            if (endpoint.get("conditions") or {}).get("ready") is False:
-                continue
-            found.extend((address, int(port)) for address in endpoint.get("addresses") or [])
-    return sorted(set(found))
+            conditions = endpoint.get("conditions") or {}
+            pairs = [(address, int(port)) for address in endpoint.get("addresses") or []]
+            if conditions.get("ready") is not False:
+                ready.extend(pairs)
+            elif conditions.get("serving") and conditions.get("terminating"):
+                serving_terminating.extend(pairs)
+    return sorted(set(ready or serving_terminating))
 
 
 class ServiceProxy:

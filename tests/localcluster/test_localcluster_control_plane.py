@@ -9,8 +9,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from voiceops_sim.control_plane import ControlPlane, ControlPlaneError
-from voiceops_sim.kube_binaries import COMPONENTS, KUBERNETES_VERSION, Binaries
+from voiceops_localcluster.control_plane import ControlPlane, ControlPlaneError
+from voiceops_localcluster.kube_binaries import COMPONENTS, KUBERNETES_VERSION, Binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = ROOT / ".tools" / "bin" / "kubectl"

@@ -20,7 +20,7 @@ crashed earlier run left behind in the same folder (by those pid files, never by
 process name), and ``stop()`` stops everything (SIGTERM, then SIGKILL). A component
 that exits is named with the tail of its log.
 
-    python -m voiceops_sim.control_plane --dir .localkube up   # until Ctrl-C
+    python -m voiceops_localcluster.control_plane --dir .localkube up   # until Ctrl-C
 """
 
 from __future__ import annotations
