@@ -61,6 +61,15 @@ class ServiceSettings(BaseSettings):
     liveness_stall_seconds: float = Field(
         10.0, gt=0, le=3600, description="/healthz fails when the engine worker is stuck this long."
     )
+    # Sooner than liveness: a stuck engine stops taking traffic (the operator moves it at
+    # once) well before the restart, instead of queueing requests until then.
+    readiness_stall_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="/readyz fails (reason stalled) when an engine call runs this long; "
+        "at most liveness_stall_seconds; unset = half of it.",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     # One service to its clients: what the VoiceService advertises on every tier.
@@ -101,12 +110,27 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_consistent(self) -> Self:
+        if (
+            self.readiness_stall_seconds is not None
+            and self.readiness_stall_seconds > self.liveness_stall_seconds
+        ):
+            raise ValueError(
+                "readiness_stall_seconds must be <= liveness_stall_seconds (got "
+                f"{self.readiness_stall_seconds} > {self.liveness_stall_seconds}): a stuck "
+                "engine leaves the Service before the container is restarted"
+            )
         if self.oom_backoff_max_seconds < self.oom_backoff_initial_seconds:
             raise ValueError(
                 "oom_backoff_max_seconds must be >= oom_backoff_initial_seconds "
                 f"(got {self.oom_backoff_max_seconds} < {self.oom_backoff_initial_seconds})"
             )
         return self
+
+    @property
+    def readiness_stall_limit_seconds(self) -> float:
+        if self.readiness_stall_seconds is None:
+            return self.liveness_stall_seconds / 2
+        return self.readiness_stall_seconds
 
     @property
     def faults_enabled(self) -> bool:

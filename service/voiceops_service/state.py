@@ -24,6 +24,7 @@ READY_LOAD_FAILED = "load_failed"
 READY_GPU_UNUSABLE = "gpu_unusable"
 READY_GPU_UNHEALTHY = "gpu_unhealthy"  # NVML: fatal XID, GPU lost, NVML failing, ECC
 READY_DEGRADED = "degraded"
+READY_STALLED = "stalled"  # an engine call has run past readiness_stall_seconds
 READY_DRAINING = "draining"  # SIGTERM: finishing what is in flight before exiting
 
 
@@ -64,6 +65,13 @@ class ServiceState:
             reasons[READY_DEGRADED] = (
                 f"repeated CUDA out-of-memory errors ({self.guard.oom_count} so far); "
                 f"in-process fallback engine: {fallback}"
+            )
+        stuck = self.oldest_engine_call_seconds()
+        if stuck > self.settings.readiness_stall_limit_seconds:
+            reasons[READY_STALLED] = (
+                f"an engine call has run {stuck:.1f}s (readiness stall limit "
+                f"{self.settings.readiness_stall_limit_seconds:g}s); liveness restarts it "
+                f"after {self.settings.liveness_stall_seconds:g}s"
             )
         if self.routing.draining:
             reasons[READY_DRAINING] = (

@@ -140,11 +140,18 @@ def test_injected_delay_is_a_running_engine_call_for_liveness(
         live = httpx.get(f"{service.url}/healthz", timeout=2)
         return live.status_code == 503 and live.json()["status"] == "wedged"
 
-    # The delayed call has run past VOICEOPS_LIVENESS_STALL_SECONDS (1 s) while it sleeps.
+    def stalled() -> bool:
+        ready = httpx.get(f"{service.url}/readyz", timeout=2)
+        return ready.status_code == 503 and "stalled" in ready.json()["reasons"]
+
+    # Past half the liveness limit the pod leaves the Service (readiness), and past
+    # VOICEOPS_LIVENESS_STALL_SECONDS (1 s) liveness fails, while the call sleeps.
+    wait_for(stalled, DELAY_SECONDS + 15)
     wait_for(wedged, DELAY_SECONDS + 15)
     httpx.delete(f"{service.url}/admin/faults", headers=AUTH, timeout=5).raise_for_status()
-    # Once that call ends, liveness is fine again.
+    # Once that call ends, liveness and readiness are fine again.
     wait_for(lambda: httpx.get(f"{service.url}/healthz", timeout=2).status_code == 200, 30)
+    wait_for(lambda: httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200, 30)
     caller.join(timeout=30)
     assert not caller.is_alive()
     assert results[0].status_code == 200, results[0].text

@@ -74,6 +74,13 @@ def test_backoff_bounds_are_checked_together() -> None:
         ServiceSettings(oom_backoff_initial_seconds=2.0, oom_backoff_max_seconds=1.0)
 
 
+def test_a_stuck_engine_leaves_the_service_before_liveness_restarts_it() -> None:
+    assert ServiceSettings(liveness_stall_seconds=8).readiness_stall_limit_seconds == 4
+    assert ServiceSettings(readiness_stall_seconds=3).readiness_stall_limit_seconds == 3
+    with pytest.raises(ValidationError, match="readiness_stall_seconds must be <="):
+        ServiceSettings(liveness_stall_seconds=2, readiness_stall_seconds=3)
+
+
 def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(pod.ENV_PORT, "1234")
     monkeypatch.setenv(pod.ENV_VOICE, "en-gb")
