@@ -401,16 +401,23 @@ class ControlPlane:
     def stop(self) -> None:
         """Stop every component, the last started first (SIGTERM, then SIGKILL)."""
         for component in reversed(self.components):
-            process = component.process
-            if process is not None and process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            _terminate(component, grace_seconds=10)
             self._pid_file(component.name).unlink(missing_ok=True)
         self.components = []
+
+    def restart(self, name: str, grace_seconds: float = 10) -> float:
+        """Stop one component (SIGTERM, SIGKILL after ``grace_seconds``) and start it
+        again with the same arguments, port and log; seconds it took to stop."""
+        found = [c for c in self.components if c.name == name]
+        if not found:
+            raise ControlPlaneError(f"no component {name!r} in this control plane")
+        (component,) = found
+        began = time.monotonic()
+        _terminate(component, grace_seconds)
+        stopped = time.monotonic() - began
+        self._launch(component)
+        self._wait_healthy(component)
+        return stopped
 
     def stop_leftovers(self) -> list[int]:
         """Stop the processes an earlier run in this folder left (its pid files)."""
@@ -426,6 +433,17 @@ class ControlPlane:
                 stopped.append(pid)
             pid_file.unlink()
         return stopped
+
+
+def _terminate(component: Component, grace_seconds: float) -> None:
+    process = component.process
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _is_ours(pid: int, folder: Path) -> bool:

@@ -198,6 +198,29 @@ async def apply_crd(api: KubeClient) -> None:
     raise TimeoutError("the VoiceService CRD was not established within 60 s")
 
 
+async def build_fake_nvml(work_dir: Path) -> Path:
+    """Build the test-double libnvidia-ml.so.1 (C) into ``work_dir/fake-nvml``; its folder."""
+    nvml_dir = work_dir / "fake-nvml"
+    built = await asyncio.to_thread(
+        subprocess.run, [str(FAKE_NVML_BUILD), str(nvml_dir)], capture_output=True, text=True
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"building the fake NVML library failed: {built.stderr}")
+    return nvml_dir
+
+
+async def namespace_with_fault_token(api: KubeClient, prefix: str) -> str:
+    """A new namespace holding the Secret ``faults`` (key ``token``: FAULT_TOKEN)."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
+    secret = {
+        "metadata": {"name": "faults"},
+        "data": {"token": base64.b64encode(FAULT_TOKEN.encode()).decode()},
+    }
+    await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+    return namespace
+
+
 @contextlib.asynccontextmanager
 async def failover_cluster(
     work_dir: Path, window_seconds: int, **operator_settings: Any
@@ -209,12 +232,7 @@ async def failover_cluster(
     plane = ControlPlane(work_dir / "plane")
     # The GPU node's pods see one GPU through a fake libnvidia-ml.so.1 (a test double
     # in C): NVML numbers and faults enter where real ones would.
-    nvml_dir = work_dir / "fake-nvml"
-    built = await asyncio.to_thread(
-        subprocess.run, [str(FAKE_NVML_BUILD), str(nvml_dir)], capture_output=True, text=True
-    )
-    if built.returncode != 0:
-        raise RuntimeError(f"building the fake NVML library failed: {built.stderr}")
+    nvml_dir = await build_fake_nvml(work_dir)
     nvml_state = work_dir / "nvml-state"
     nvml_state.write_text(HEALTHY_GPU)
     await asyncio.to_thread(plane.start)
@@ -242,13 +260,7 @@ async def failover_cluster(
             },
         )
         await agent.start()
-        namespace = f"fo-{uuid.uuid4().hex[:6]}"
-        await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
-        secret = {
-            "metadata": {"name": "faults"},
-            "data": {"token": base64.b64encode(FAULT_TOKEN.encode()).decode()},
-        }
-        await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+        namespace = await namespace_with_fault_token(api, "fo")
         base = f"/api/v1/namespaces/{namespace}"
         informers = [
             Informer(api, f"/apis/voiceops.io/v1alpha1/namespaces/{namespace}/voiceservices",

@@ -501,6 +501,13 @@ class _PodEntry:
     deleted_uid: str = ""
 
 
+def _ready_status(status: Obj) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("status"))
+    return None
+
+
 def _micro_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -786,6 +793,12 @@ class NodeAgent:
         else:
             self.pods[key] = pod
         entry = self.entries.get(key)
+        if entry is not None and kind == "MODIFIED" and self._status_overwritten(entry, pod):
+            # Someone else changed what this node said (the node lifecycle controller
+            # marks pods not ready when the node seemed lost): say it again, as the
+            # kubelet's status manager does.
+            entry.sent = None
+            entry.dirty.set()
         if entry is None:
             if kind == "DELETED":
                 return
@@ -795,6 +808,11 @@ class NodeAgent:
                 self._work(entry), name=f"node-agent-pod-{key[0]}/{key[1]}"
             )
         entry.wake.set()
+
+    def _status_overwritten(self, entry: _PodEntry, pod: Obj) -> bool:
+        if entry.sent is None or entry.node in self._paused:
+            return False
+        return _ready_status(entry.sent) != _ready_status(pod.get("status") or {})
 
     async def _work(self, entry: _PodEntry) -> None:
         """The pod worker: brings the local containers to what the API says, one step a wake."""
@@ -1314,6 +1332,10 @@ class NodeAgent:
         self._ready_since[node] = now_rfc3339()
         await self._renew_lease(node)
         await self._post_status(node)
+        for entry in self.entries.values():
+            if entry.node == node and entry.sent is not None:
+                entry.sent = None  # what it said before may have been overwritten since
+                entry.dirty.set()
 
     async def set_gpu_capacity(self, node: str, gpus: int) -> None:
         """Patch the node's ``nvidia.com/gpu`` capacity and allocatable (the device plugin's

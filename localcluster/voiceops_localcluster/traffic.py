@@ -58,6 +58,7 @@ class Traffic:
     # A plain client starts a request at most this often (0: back to back), so a
     # failing endpoint costs a request rate's worth of failures, not a spin loop's.
     plain_interval_seconds: float = 0.0
+    openai_interval_seconds: float = 0.0  # the same for an openai client
     text: str = TEXT
     timeout_seconds: float = 30.0
     model: str = "tts-1"
@@ -126,10 +127,7 @@ class Traffic:
                 finally:
                     self.in_flight["plain"] -= 1
                 self.records.append(record)
-                pause = started + self.plain_interval_seconds - time.monotonic()
-                if pause > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), pause)
+                await self._pause(started, self.plain_interval_seconds)
 
     async def _openai(self) -> None:
         import openai  # a development requirement: only this client needs it
@@ -160,8 +158,16 @@ class Traffic:
                 finally:
                     self.in_flight["openai"] -= 1
                 self.records.append(record)
+                await self._pause(started, self.openai_interval_seconds)
         finally:
             await client.close()
+
+    async def _pause(self, started: float, interval: float) -> None:
+        """Wait until ``interval`` after ``started``, or until stopped."""
+        pause = started + interval - time.monotonic()
+        if pause > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
 
 
 def _record(

@@ -96,3 +96,25 @@ def test_a_component_that_dies_is_named_with_its_log(tmp_path: Path, binaries: B
         plane.start()
     assert plane.components == []  # what had started (etcd) was stopped
     assert list((tmp_path / "plane" / "pids").glob("*.pid")) == []
+
+
+def test_a_restarted_api_server_keeps_its_address_and_its_data(
+    tmp_path: Path, binaries: Binaries
+) -> None:
+    """What the chaos runner does to it: the same port, the same etcd, a new process."""
+    with ControlPlane(tmp_path / "plane", binaries) as plane:
+        name = f"kept-{uuid.uuid4().hex[:6]}"
+        assert kubectl(plane, "create", "namespace", name).returncode == 0
+        (api,) = [c for c in plane.components if c.name == "kube-apiserver"]
+        before = api.process
+        assert before is not None
+        plane.restart("kube-apiserver", grace_seconds=2)
+        assert before.poll() is not None
+        assert api.process is not None
+        assert api.process.pid != before.pid
+        pid_file = tmp_path / "plane" / "pids" / "kube-apiserver.pid"
+        assert pid_file.read_text().strip() == str(api.process.pid)
+        found = kubectl(plane, "get", "namespace", name, "-o", "name")
+        assert found.stdout.strip() == f"namespace/{name}"
+        with pytest.raises(ControlPlaneError, match="no component 'kubelet'"):
+            plane.restart("kubelet")

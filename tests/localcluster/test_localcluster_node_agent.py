@@ -412,6 +412,29 @@ async def test_a_pod_wanting_more_gpus_than_any_node_has_stays_pending(
 
 
 @cluster
+async def test_readiness_another_writer_turned_off_is_said_again(
+    api: KubeClient, namespace: str
+) -> None:
+    """The node lifecycle controller marks pods not ready when their node seemed lost (an
+    API server outage longer than the grace period does that to every node); once the
+    node reports again, its kubelet says what it sees, as the kubelet's status manager
+    does."""
+    probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+    container = {"ports": [{"name": "http", "containerPort": 8080}], "readinessProbe": probe}
+    await create_pod(api, namespace, pod_body("told", HTTP_SERVER, container=container))
+    await pod_when(api, namespace, "told", is_ready, "ready")
+    not_ready = {"type": "Ready", "status": "False", "reason": "NodeNotReady"}
+    await api.request(
+        "PATCH",
+        f"/api/v1/namespaces/{namespace}/pods/told/status",
+        {"status": {"conditions": [not_ready]}},
+        patch="merge",
+    )
+    pod = await pod_when(api, namespace, "told", is_ready, "ready again", within=30)
+    assert condition(pod, "ContainersReady")["status"] == "True"
+
+
+@cluster
 async def test_a_killed_process_is_restarted_and_ready_again(
     agent: NodeAgent, api: KubeClient, namespace: str
 ) -> None:

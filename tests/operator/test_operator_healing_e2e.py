@@ -19,11 +19,9 @@ fallback serving, as on a real GPU node pool.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +32,12 @@ import pytest
 from voiceops_localcluster import pod_network
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.failover_cluster import (
-    FAULT_TOKEN,
     GPU_NODE,
     NAME,
     TIER,
     FailoverCluster,
     apply_crd,
+    namespace_with_fault_token,
 )
 from voiceops_localcluster.node_agent import Informer, KubeClient, NodeAgent, parse_node
 from voiceops_localcluster.operator_process import OperatorProcess
@@ -224,13 +222,7 @@ async def healing_cluster(
         await apply_crd(api)
         await agent.start()
         started = True
-        namespace = f"heal-{uuid.uuid4().hex[:6]}"
-        await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
-        secret = {
-            "metadata": {"name": "faults"},
-            "data": {"token": base64.b64encode(FAULT_TOKEN.encode()).decode()},
-        }
-        await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+        namespace = await namespace_with_fault_token(api, "heal")
         phases: list[str] = []
         tiers: list[str] = []
 

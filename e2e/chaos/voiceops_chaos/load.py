@@ -2,11 +2,9 @@
 
 The steady load is ``voiceops_localcluster.traffic.Traffic``: raw clients (a new connection
 per request, no retries) and the official ``openai`` client with its default retries,
-side by side, every request recorded. ``rate`` paces both kinds: Traffic paces its
-raw clients itself; :class:`PacedTraffic` adds the same pacing to its openai clients
-(Traffic runs them back to back, which on a 2-core machine answered by espeak in
-milliseconds is a CPU-eating spin, not a steady load). A spike adds raw clients that
-also keep each 429's ``Retry-After``.
+side by side, every request recorded. ``rate`` paces both kinds (back to back, on a
+2-core machine answered by espeak in milliseconds, is a CPU-eating spin, not a steady
+load). A spike adds raw clients that also keep each 429's ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Any
 
 import aiohttp
 from voiceops_contract import pod as pod_contract
-from voiceops_localcluster.traffic import RequestRecord, Traffic, _record
+from voiceops_localcluster.traffic import RequestRecord, Traffic
 
 from .evaluate import Answer
 
@@ -49,62 +47,15 @@ def answer_of(record: RequestRecord) -> Answer:
 
 
 @dataclass
-class PacedTraffic(Traffic):
-    """Traffic whose openai clients start a request at most every ``openai_interval_seconds``.
-
-    Its ``_openai`` is Traffic's with the raw clients' pause added (a change
-    ``voiceops_localcluster.traffic`` could take as an option, making this class unnecessary).
-    """
-
-    openai_interval_seconds: float = 0.0
-
-    async def _openai(self) -> None:
-        import openai
-
-        client = openai.AsyncOpenAI(
-            base_url=self.base_url() + "/v1", api_key="unused", timeout=self.timeout_seconds
-        )
-        try:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                self.in_flight["openai"] += 1
-                try:
-                    raw = await client.audio.speech.with_raw_response.create(
-                        model=self.model,
-                        voice=self.voice or "alloy",
-                        input=self.text,
-                        response_format="wav",
-                    )
-                    record = _record("openai", started, raw.status_code, raw.headers)
-                except openai.APIStatusError as error:
-                    record = _record(
-                        "openai", started, error.status_code, error.response.headers, str(error)
-                    )
-                except openai.APIError as error:
-                    record = RequestRecord(
-                        "openai", started, time.monotonic() - started, 0, error=repr(error)
-                    )
-                finally:
-                    self.in_flight["openai"] -= 1
-                self.records.append(record)
-                pause = started + self.openai_interval_seconds - time.monotonic()
-                if pause > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), pause)
-        finally:
-            await client.close()
-
-
-@dataclass
 class Load:
     base_url: Callable[[], str]
     spec: LoadSpec = field(default_factory=LoadSpec)
-    traffic: PacedTraffic | None = None
+    traffic: Traffic | None = None
     spike_answers: list[Answer] = field(default_factory=list)
 
     async def start(self) -> None:
         interval = 1.0 / self.spec.rate if self.spec.rate > 0 else 0.0
-        self.traffic = PacedTraffic(
+        self.traffic = Traffic(
             self.base_url,
             plain_clients=self.spec.clients,
             openai_clients=self.spec.clients,

@@ -20,17 +20,12 @@ and the rest as :class:`~voiceops_chaos.targets.ApiFaults` does.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +34,13 @@ from typing import Any
 import aiohttp
 from voiceops_contract import pod as pod_contract
 from voiceops_localcluster import pod_network
-from voiceops_localcluster.control_plane import Component, ControlPlane
+from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.failover_cluster import (
-    FAKE_NVML_BUILD,
-    FAULT_TOKEN,
     HEALTHY_GPU,
     NAME,
     apply_crd,
+    build_fake_nvml,
+    namespace_with_fault_token,
     two_tier_voiceservice,
 )
 from voiceops_localcluster.node_agent import KubeClient, NodeAgent, parse_node
@@ -121,12 +116,7 @@ async def local_cluster(
     reason = pod_network.available()
     if reason is not None:
         raise RuntimeError(reason)
-    nvml_dir = work_dir / "fake-nvml"
-    built = await asyncio.to_thread(
-        subprocess.run, [str(FAKE_NVML_BUILD), str(nvml_dir)], capture_output=True, text=True
-    )
-    if built.returncode != 0:
-        raise RuntimeError(f"building the fake NVML library failed: {built.stderr}")
+    nvml_dir = await build_fake_nvml(work_dir)
     states = {node: work_dir / f"nvml-{node}" for node in GPU_NODES}
     for path in states.values():
         path.write_text(HEALTHY_GPU)
@@ -163,13 +153,7 @@ async def local_cluster(
             },
         )
         await agent.start()
-        namespace = f"chaos-{uuid.uuid4().hex[:6]}"
-        await api.request("POST", "/api/v1/namespaces", {"metadata": {"name": namespace}})
-        secret = {
-            "metadata": {"name": "faults"},
-            "data": {"token": base64.b64encode(FAULT_TOKEN.encode()).decode()},
-        }
-        await api.request("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+        namespace = await namespace_with_fault_token(api, "chaos")
         operator = OperatorProcess(
             plane.admin_kubeconfig,
             work_dir / "operator.log",
@@ -254,7 +238,6 @@ class LocalFaults(ApiFaults):
         self.cluster = cluster
         self._lost_nodes: list[str] = []
         self._delayed: dict[str, str] = {}  # netns -> interface with a netem qdisc
-        self._status_resync: asyncio.Task[None] | None = None
         self.netem_problem: str | None = "not checked yet (prepare() first)"
 
     async def prepare(self) -> None:
@@ -284,9 +267,7 @@ class LocalFaults(ApiFaults):
             case c.OperatorProcess(state=state):
                 return await self._operator(state)
             case c.ApiServerRestart():
-                applied = await asyncio.to_thread(self._restart_apiserver)
-                self._status_resync = asyncio.create_task(self._resync_pod_status(60.0))
-                return applied
+                return await asyncio.to_thread(self._restart_apiserver)
             case c.SlowNetwork(tier=tier, delay_ms=delay_ms, rate_kbit=rate_kbit):
                 return await asyncio.to_thread(self._slow_network, tier, delay_ms, rate_kbit)
         return await super().apply(action)
@@ -395,79 +376,19 @@ class LocalFaults(ApiFaults):
 
     # ------------------------------------------------------------ API server
     def _restart_apiserver(self) -> Applied:
-        """Stop kube-apiserver (SIGTERM) and start it again with the same arguments, port
-        and log; ``ControlPlane.stop()`` stops the new process as it would the old."""
-        plane = self.cluster.plane
-        (component,) = [x for x in plane.components if x.name == "kube-apiserver"]
+        """Stop kube-apiserver and start it again with the same arguments, port and log.
+
+        SIGKILL after 2 s: its graceful shutdown waits for open watches (15 s here), an
+        outage that outlasts this cluster's 6 s node-monitor grace (40 s on a real one)
+        and turns every node NotReady; the node agent says its pods' readiness again
+        once the node lifecycle controller has turned it off, as a kubelet does.
+        """
         began = time.monotonic()
-        process = component.process
-        if process is not None and process.poll() is None:
-            # SIGTERM, and SIGKILL after 2 s: its graceful shutdown waits for open watches
-            # (15 s here), an outage that outlasts this cluster's 6 s node-monitor grace
-            # (40 s on a real one) and turns every node NotReady.
-            process.terminate()
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        down = time.monotonic() - began
-        log = plane.folder / "logs" / f"{component.name}.log"
-        with log.open("ab") as out:
-            component.process = subprocess.Popen(
-                component.args,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        (plane.folder / "pids" / f"{component.name}.pid").write_text(f"{component.process.pid}\n")
-        self._wait_healthy(component, plane)
+        down = self.cluster.plane.restart("kube-apiserver", grace_seconds=2)
         return Applied(
             f"kube-apiserver restarted (stopped in {down:.1f}s, healthy again "
             f"{time.monotonic() - began:.1f}s after the stop began)"
         )
-
-    async def _resync_pod_status(self, seconds: float) -> None:
-        """For ``seconds``: send a pod's status again where the API's Ready differs from
-        the node agent's own, as a kubelet's status manager does (every 10 s).
-
-        Needed after an API server outage longer than node-monitor-grace-period (6 s
-        here): the node lifecycle controller marks every pod not ready, and the node
-        agent, which only sends what changed on its side, would never say otherwise.
-        """
-        agent = self.cluster.agent
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
-            for pod in self.observer.pods.items.values():
-                entry = agent.entries.get((self.namespace, pod["metadata"]["name"]))
-                if entry is None or entry.runtime is None or entry.sent is None:
-                    continue
-                mine = _ready_condition(entry.sent)
-                if mine is not None and mine != _ready_condition(pod.get("status") or {}):
-                    entry.sent = None  # stale: the next report sends the whole status
-                    entry.dirty.set()
-            await asyncio.sleep(1.0)
-
-    @staticmethod
-    def _wait_healthy(component: Component, plane: ControlPlane) -> None:
-        context = ssl.create_default_context(cafile=plane.pki.path("ca.crt"))
-        context.load_cert_chain(plane.pki.path("admin.crt"), plane.pki.path("admin.key"))
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert component.process is not None
-            if component.process.poll() is not None:
-                raise RuntimeError(
-                    "kube-apiserver exited while restarting:\n" + plane.log_tail(component.name)
-                )
-            try:
-                with urllib.request.urlopen(component.health_url, timeout=2, context=context) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("kube-apiserver not healthy within 120s after its restart")
 
     # --------------------------------------------------------------- network
     def _slow_network(self, tier: str, delay_ms: int, rate_kbit: int) -> Applied:
@@ -552,13 +473,6 @@ class LocalFaults(ApiFaults):
             ):
                 found.append(f"process {pid} ({command[:80]}) of no pod")
         return found
-
-
-def _ready_condition(status: dict[str, Any]) -> str | None:
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return str(condition.get("status"))
-    return None
 
 
 def _is_descendant(pid: int, ancestors: set[int]) -> bool:
