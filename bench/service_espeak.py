@@ -18,8 +18,8 @@ baseline), so every ratio compares numbers from the same machine and moment:
 * the same for ``_asgi_floor_server.py``, a bare ASGI app that does only
   "HTTP + engine in a worker thread + PCM": this machine's floor for any
   threaded Python server, so the service's own share of the overhead shows;
-* /healthz latency while one client sends speech back to back, with inline
-  engine calls on and off (what running espeak on the event loop costs probes);
+* /healthz latency while one client sends speech back to back (every engine
+  call runs in a worker thread, so a probe should not wait for one);
 * requests/s at increasing concurrency with 200 and 429 counts: the server runs
   with a small admission limit so the point where it starts shedding shows.
 
@@ -62,9 +62,7 @@ SAMPLE_RATE = 22050
 RESULTS = Path(__file__).parent / "results" / "service_espeak.json"
 
 
-def start_server(
-    port: int, max_concurrency: int, max_queue: int, *, inline: bool = True
-) -> subprocess.Popen[bytes]:
+def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEOPS_")}
     env.update(
         VOICEOPS_ENGINE="espeak",
@@ -74,8 +72,6 @@ def start_server(
         VOICEOPS_MAX_QUEUE=str(max_queue),
         VOICEOPS_LOG_LEVEL="warning",
     )
-    if not inline:
-        env["VOICEOPS_INLINE_CALL_MAX_MS"] = "0"
     script = Path(sys.executable).with_name("voiceops-service")
     return wait_ready([str(script)], env, port)
 
@@ -150,9 +146,7 @@ class LeanClient:
         self.socket.close()
 
 
-def measure_latency(
-    port: int, worker_port: int, floor_port: int, requests: int
-) -> dict[str, dict[str, float]]:
+def measure_latency(port: int, floor_port: int, requests: int) -> dict[str, dict[str, float]]:
     """Direct engine calls and HTTP requests, interleaved so both see the same machine load.
 
     Each path keeps its own keep-alive connection; the first rounds warm every
@@ -170,7 +164,6 @@ def measure_latency(
     lean = {
         "wav": LeanClient(port),
         "pcm": LeanClient(port),
-        "pcm_worker": LeanClient(worker_port),
         "floor": LeanClient(floor_port),
     }
     stdlib = http.client.HTTPConnection("127.0.0.1", port, 30)
@@ -204,7 +197,6 @@ def measure_latency(
         "wav": over_lean("wav"),
         "pcm": over_lean("pcm"),
         "pcm_stdlib": over_stdlib,
-        "pcm_worker": over_lean("pcm_worker"),
         "floor": over_lean("floor"),
     }
     http_paths = [name for name in paths if name not in ("direct", "float")]
@@ -279,10 +271,9 @@ class RawConnection:
 def measure_probe_latency(port: int, probes: int) -> dict[str, float]:
     """/healthz latency while one client sends speech requests back to back.
 
-    With inline engine calls the event loop makes each espeak call itself, so a
-    probe can wait for the call in progress; this shows what that costs a probe
-    (compare the server with inline calls off). Probes go every 7 ms, out of step
-    with the ~15 ms requests.
+    Engine calls run in a worker thread, so a probe shares the CPU with the call
+    in progress but never waits for it to end. Probes go every 7 ms, out of step
+    with the requests.
     """
     stop = threading.Event()
     body = json.dumps({"model": "tts-1", "input": TEXT_200, "response_format": "pcm"}).encode()
@@ -374,19 +365,14 @@ def main() -> None:
 
     machine = {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()}
     print(f"machine: {machine['nproc']} CPUs, {machine['cpu']}")
-    port, worker_port, floor_port = free_port(), free_port(), free_port()
+    port, floor_port = free_port(), free_port()
     server = start_server(port, args.max_concurrency, args.max_queue)
-    worker_server = start_server(worker_port, args.max_concurrency, args.max_queue, inline=False)
     floor_server = start_floor_server(floor_port)
     try:
-        latency = measure_latency(port, worker_port, floor_port, args.requests)
-        probe_latency = {
-            "inline": measure_probe_latency(port, args.probes),
-            "worker": measure_probe_latency(worker_port, args.probes),
-        }
-        for process in (worker_server, floor_server):
-            process.terminate()
-            process.wait(timeout=10)
+        latency = measure_latency(port, floor_port, args.requests)
+        probe_latency = measure_probe_latency(port, args.probes)
+        floor_server.terminate()
+        floor_server.wait(timeout=10)
         throughput = {
             mode: [
                 asyncio.run(
@@ -399,7 +385,7 @@ def main() -> None:
             for mode in ("greedy", "polite")
         }
     finally:
-        for process in (server, worker_server, floor_server):
+        for process in (server, floor_server):
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=10)
@@ -415,7 +401,6 @@ def main() -> None:
         ("HTTP wav", "wav"),
         ("HTTP pcm", "pcm"),
         ("HTTP pcm, stdlib http.client", "pcm_stdlib"),
-        ("HTTP pcm, engine always in a worker thread", "pcm_worker"),
         ("floor server (_asgi_floor_server.py), pcm", "floor"),
     )
     for label, name in rows:
@@ -435,14 +420,11 @@ def main() -> None:
         "paired = median of (HTTP time - the direct call in the same round) / direct p50; "
         "floor = a bare ASGI app + one worker thread"
     )
-    print("\n/healthz while one client sends speech requests back to back")
-    modes = (("inline", "inline calls on (default)"), ("worker", "every call in a worker"))
-    for mode, label in modes:
-        row = probe_latency[mode]
-        print(
-            f"  {label:<28} p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
-            f"max {row['max_ms']:.2f} ms"
-        )
+    print(
+        "\n/healthz while one client sends speech requests back to back: "
+        f"p50 {probe_latency['p50_ms']:.2f} ms, p99 {probe_latency['p99_ms']:.2f} ms, "
+        f"max {probe_latency['max_ms']:.2f} ms"
+    )
     print(
         f"\nthroughput (server max_concurrency={args.max_concurrency}, "
         f"max_queue={args.max_queue}, {args.seconds:g} s per level)"

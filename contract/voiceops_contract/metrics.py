@@ -1,4 +1,4 @@
-"""Prometheus metric names exported by inference pods (DESIGN.md §5).
+"""Prometheus metric names exported by inference pods (see docs/architecture.md).
 
 Names are the full exposition names (counters end in ``_total``). Base units:
 bytes, seconds, ratios in [0, 1].

@@ -110,11 +110,10 @@ def _body_too_large(size: int, limit: int) -> ApiError:
 
 
 async def parse_speech_body(request: Request) -> SpeechBody:
-    """The body as FastAPI would validate it, with the same error shapes, minus its overhead.
+    """The body as FastAPI would validate it, with the same error shapes.
 
-    The speech route is the hot path: FastAPI's dependency and body solving cost
-    about 0.7 ms per request here (profiled), a large part of the HTTP overhead
-    over calling the engine directly (bench/service_espeak.py).
+    Read here rather than as a FastAPI body parameter, so the route can refuse
+    before reading it (429 while saturated, 415, 413 for a body over the limit).
     """
     raw = await read_body(request)
     try:
@@ -155,12 +154,10 @@ speech_router = APIRouter()
     },
 )
 async def create_speech(request: Request) -> Response:
-    """What OpenAPI documents; in the running app SpeechFastPath (app.py) calls it directly.
-
-    No FastAPI dependencies or body parameter on purpose: see parse_speech_body.
-    """
-    check_json_content_type(request.headers.get("content-type"))
+    """OpenAI's ``POST /v1/audio/speech``; the body is read and validated by parse_speech_body."""
     state: ServiceState = request.app.state.service
+    refuse_when_saturated(state)
+    check_json_content_type(request.headers.get("content-type"))
     speech = speech_service(state)
     body = await parse_speech_body(request)
     started = time.perf_counter()
@@ -298,6 +295,18 @@ def _reraise_mapped(error: BaseException, state: ServiceState) -> NoReturn:
     if mapped is error:
         raise error
     raise mapped from error
+
+
+def refuse_when_saturated(state: ServiceState) -> None:
+    """429 before the body is read while the queue is full.
+
+    Refusing must cost far less than serving, or a flood of requests that will be
+    refused anyway eats the CPU the admitted ones need. Admission itself still
+    decides for the requests that get past this check.
+    """
+    if state.admission.saturated:
+        state.metrics.rejected_requests_total.inc()
+        raise overloaded(state.admission.retry_after_seconds())
 
 
 def overloaded(retry_after_seconds: int) -> ApiError:

@@ -16,25 +16,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from voiceops_contract import pod
 
 from voiceops_service import __version__
 from voiceops_service.admission import Admission
-from voiceops_service.api import (
-    create_speech,
-    faults_router,
-    info_router,
-    overloaded,
-    probe_router,
-    speech_router,
-)
+from voiceops_service.api import faults_router, info_router, probe_router, speech_router
 from voiceops_service.batching import create_batcher
 from voiceops_service.engines.base import Engine
 from voiceops_service.engines.registry import create_engine
-from voiceops_service.errors import error_response, install_error_handlers, response_for
+from voiceops_service.errors import install_error_handlers
 from voiceops_service.faults import FaultState
 from voiceops_service.gpu import GpuMonitor
 from voiceops_service.metrics import ServiceMetrics
@@ -48,36 +38,22 @@ from voiceops_service.routing import (
 from voiceops_service.settings import ServiceSettings
 from voiceops_service.speech import voice_book
 from voiceops_service.state import ServiceState
-from voiceops_service.synthesis import Batcher, EngineRunner, InlineCalls, SpeechService
+from voiceops_service.synthesis import Batcher, EngineRunner, SpeechService
 
 log = logging.getLogger(__name__)
 
 
 class RequestMetricsMiddleware:
-    """Counts every HTTP answer as ``voiceops_requests_total{route, code}`` (route = template).
+    """Counts every HTTP answer as ``voiceops_requests_total{route, code}`` (route = template)."""
 
-    It sees every request but speech (probes, ``/metrics``, the info routes) and
-    keeps ``state.other_requests_in_flight``: while one is in flight, no engine
-    call runs on the event loop (``InlineCalls``), so a probe never waits for one
-    that starts after it arrived.
-    """
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, state: ServiceState) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.state.other_requests_in_flight += 1
-        try:
-            await self._counted(scope, receive, send)
-        finally:
-            self.state.other_requests_in_flight -= 1
-
-    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
 
         async def send_and_note(message: Message) -> None:
@@ -93,60 +69,16 @@ class RequestMetricsMiddleware:
             self.metrics.requests_total.labels(route=route, code=str(status)).inc()
 
 
-class SpeechFastPath:
-    """Serves ``POST /v1/audio/speech`` ahead of FastAPI's middleware stack and router.
-
-    The speech route is the hot path. Through FastAPI's error, telemetry and
-    exit-stack middleware, router and endpoint wrapper it cost 0.5-0.8 ms more
-    per request than calling the same handler here (bench/service_espeak.py,
-    A/B in one run, 2-core VM). The handler and its error envelopes are the same
-    (``api.create_speech``, ``errors.response_for``); requests are counted here.
-
-    It also sheds: 429 before the body is even read while the queue is full.
-    Refusing must cost far less than serving, or a flood of requests that will be
-    refused anyway eats the CPU the admitted ones need. The handler's own
-    admission check still decides for requests that get past this point.
-    """
-
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == pod.PATH_SPEECH
-        ):
-            await self.app(scope, receive, send)
-            return
-        state = self.state
-        response: Response
-        if state.admission.saturated:
-            state.metrics.rejected_requests_total.inc()
-            response = error_response(overloaded(state.admission.retry_after_seconds()))
-        else:
-            try:
-                response = await create_speech(Request(scope, receive))
-            except Exception as error:
-                response = response_for(error)
-        try:
-            await response(scope, receive, send)
-        finally:
-            code = str(response.status_code)
-            state.metrics.requests_total.labels(route=pod.PATH_SPEECH, code=code).inc()
-
-
 class ServiceApp(FastAPI):
-    """The FastAPI app with :class:`SpeechFastPath` in front of its whole middleware stack.
+    """The FastAPI app with :class:`ConnectionCloseWhileRoutedAway` (routing.py) outermost.
 
-    Outermost: ``Connection: close`` on every answer while routed away (routing.py).
+    Outside Starlette's error middleware too, so a 500 also says ``Connection: close``
+    while the pod is routed away.
     """
 
     def build_middleware_stack(self) -> ASGIApp:
         state: ServiceState = self.state.service
-        speech = SpeechFastPath(super().build_middleware_stack(), state)
-        return ConnectionCloseWhileRoutedAway(speech, state.routing)
+        return ConnectionCloseWhileRoutedAway(super().build_middleware_stack(), state.routing)
 
 
 def _load_engines(settings: ServiceSettings) -> tuple[Engine, Engine | None]:
@@ -205,15 +137,8 @@ async def load_service(state: ServiceState) -> None:
         return
     state.engine, state.fallback, state.guard, state.runner = engine, fallback, guard, runner
     state.metrics.set_engine_info(engine.name, engine.default_voice, engine.version, engine.device)
-    inline = InlineCalls(
-        engine,
-        runner,
-        alone=state.one_request_in_flight,
-        max_block_seconds=settings.inline_call_max_ms / 1000,
-        faults=state.faults,
-    )
     state.speech = SpeechService(
-        engine, guard, runner, batcher, state.metrics, inline, voices=voice_book(engine, settings)
+        engine, guard, runner, batcher, state.metrics, voices=voice_book(engine, settings)
     )
     log.info(
         "ready: engine %s %s on %s, voice %s, fallback %s",
@@ -291,5 +216,5 @@ def create_app(
         )
     elif settings.routing_public_key:
         log.warning("VOICEOPS_ROUTING_PUBLIC_KEY is set but VOICEOPS_POD_NAME is empty: no notices")
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics, state=state)  # all but speech
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

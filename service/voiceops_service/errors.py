@@ -114,12 +114,3 @@ def unexpected_error_response(exc: BaseException) -> JSONResponse:
     return error_response(
         ApiError(500, "internal error", code="internal_error", type_="server_error")
     )
-
-
-def response_for(exc: Exception) -> JSONResponse:
-    """The envelope for what a handler raised, as the app's exception handlers answer it."""
-    if isinstance(exc, ApiError):
-        return error_response(exc)
-    if isinstance(exc, RequestValidationError):
-        return error_response(validation_error(exc))
-    return unexpected_error_response(exc)

@@ -93,8 +93,3 @@ class FaultState:
     def engine_delay_seconds(self) -> float:
         with self._lock:
             return self._faults.engine_delay_seconds
-
-    def affects_engine_calls(self) -> bool:
-        """An injected delay or OOM is pending: engine calls will sleep or retry."""
-        with self._lock:
-            return self._faults.engine_delay_seconds > 0 or self._faults.oom_next_calls > 0

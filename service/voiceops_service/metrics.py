@@ -82,13 +82,6 @@ class ServiceMetrics:
             ("stage",),
             registry=r,
         )
-        self.engine_calls_total = Counter(
-            "voiceops_engine_calls",
-            "Unbatched engine calls by where they ran: inline (on the event loop, "
-            "nothing else in flight) or worker (a worker thread).",
-            ("where",),
-            registry=r,
-        )
         self.rejected_requests_total = Counter(
             "voiceops_rejected_requests",
             "Speech requests refused at admission (queue full).",

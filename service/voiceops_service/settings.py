@@ -14,7 +14,7 @@ from voiceops_contract import pod
 
 EngineName = Literal["espeak", "vits"]
 DeviceName = Literal["auto", "cpu", "cuda"]
-HARD_MAX_INPUT_CHARS = 4096  # the API contract (DESIGN.md §6): never more
+HARD_MAX_INPUT_CHARS = 4096  # the API contract (docs/architecture.md): never more
 
 
 class ServiceSettings(BaseSettings):
@@ -33,14 +33,6 @@ class ServiceSettings(BaseSettings):
     batch_max_size: int = Field(8, ge=1, le=256)
     batch_max_delay_ms: float = Field(10.0, ge=0, le=10_000)
     request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
-    inline_call_max_ms: float = Field(
-        50.0,
-        ge=0,
-        le=1000,
-        description="Short CPU engine calls (espeak) expected to take at most this long run on "
-        "the event loop while no other request is in flight, saving two thread hand-offs; "
-        "0 = always in a worker thread.",
-    )
     max_input_chars: int = Field(HARD_MAX_INPUT_CHARS, ge=1, le=HARD_MAX_INPUT_CHARS)
 
     fallback_engine: Literal["", "espeak"] = ""

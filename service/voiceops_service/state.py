@@ -42,7 +42,6 @@ class ServiceState:
     speech: SpeechService | None = None
     load_error: str | None = None
     on_fatal: Callable[[str], None] | None = None
-    other_requests_in_flight: int = 0  # all but speech: probes, /metrics, info routes
     routing: RoutingState = field(default_factory=RoutingState)
 
     def not_ready_reasons(self) -> dict[str, str]:
@@ -84,13 +83,6 @@ class ServiceState:
         """Speech requests admitted or queued now."""
         return self.admission.running + self.admission.waiting
 
-    def one_request_in_flight(self) -> bool:
-        """At most one speech request admitted, none queued, and no other request in flight."""
-        admission = self.admission
-        return (
-            admission.running <= 1 and admission.waiting == 0 and self.other_requests_in_flight == 0
-        )
-
     def oldest_engine_call_seconds(self) -> float:
         """The longest-running engine call right now (direct or batched); 0 when idle."""
         ages = [self.runner.oldest_call_seconds()] if self.runner is not None else []
@@ -117,7 +109,7 @@ class ServiceState:
 
 
 # Dependencies are async on purpose: FastAPI runs sync ones in its thread pool,
-# one thread hop each per request (measured: 3x the per-request overhead).
+# one thread hop each per request.
 async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 

@@ -108,24 +108,11 @@ def set_faults(service: ServiceProcess, **faults: object) -> dict[str, object]:
     return response.json()
 
 
-def unbatched_calls(service: ServiceProcess) -> float:
-    """Engine calls made outside the batcher (the runner counts them; the batcher does not)."""
-    return sum(
-        metric_value(service, "voiceops_engine_calls_total", where=where) or 0.0
-        for where in ("inline", "worker")
-    )
-
-
-def assert_took_its_path(service: ServiceProcess, batched: bool, unbatched_before: float) -> None:
-    assert unbatched_calls(service) == unbatched_before + (0 if batched else 1)
-
-
 @pytest.mark.slow
 def test_injected_delay_is_a_running_engine_call_for_liveness(
     server: tuple[ServiceProcess, bool],
 ) -> None:
     service, batched = server
-    unbatched_before = unbatched_calls(service)
     set_faults(service, engine_delay_seconds=DELAY_SECONDS)
     results: list[httpx.Response] = []
 
@@ -156,13 +143,11 @@ def test_injected_delay_is_a_running_engine_call_for_liveness(
     assert not caller.is_alive()
     assert results[0].status_code == 200, results[0].text
     assert results[0].headers[pod.HEADER_ENGINE] == ("vits" if batched else "espeak")
-    assert_took_its_path(service, batched, unbatched_before)
 
 
 @pytest.mark.slow
 def test_injected_oom_is_consumed_and_counted(server: tuple[ServiceProcess, bool]) -> None:
     service, batched = server
-    unbatched_before = unbatched_calls(service)
     ooms_before = metric_value(service, "voiceops_cuda_oom_total") or 0.0
     set_faults(service, oom_next_calls=2)
     with service.client(timeout=60) as client:
@@ -170,4 +155,4 @@ def test_injected_oom_is_consumed_and_counted(server: tuple[ServiceProcess, bool
         assert response.status_code == 200, response.text  # retried, then served
         assert client.get("/admin/faults", headers=AUTH).json()["oom_next_calls"] == 0
     assert metric_value(service, "voiceops_cuda_oom_total") == ooms_before + 2
-    assert_took_its_path(service, batched, unbatched_before)
+    assert response.headers[pod.HEADER_ENGINE] == ("vits" if batched else "espeak")

@@ -1,6 +1,6 @@
 """What a refused client receives: 429 with a Retry-After from the measured drain rate, capped.
 
-The app is the real one (``create_app``: its admission and its fast speech path),
+The app is the real one (``create_app``: its admission and its speech route),
 driven over ASGI; requests held inside admission slots keep it saturated, and the
 drain rate runs on a clock the test sets, so every figure is exact.
 """
@@ -62,6 +62,7 @@ async def until(condition: Callable[[], bool], steps: int = 1000) -> None:
 @dataclass
 class Saturated:
     admission: Admission
+    metrics: ServiceMetrics
     client: httpx.AsyncClient
 
 
@@ -87,7 +88,7 @@ async def saturated_service(
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://tts") as client:
-            yield Saturated(admission, client)
+            yield Saturated(admission, app.state.service.metrics, client)
     finally:
         release.set()
         await asyncio.gather(*holders)
@@ -153,3 +154,18 @@ async def test_each_refusal_is_counted() -> None:
                 async with admission.slot():
                     pass
     assert metrics.registry.get_sample_value("voiceops_rejected_requests_total") == 2
+
+
+async def test_a_saturated_route_refuses_before_reading_the_body_and_counts_it() -> None:
+    async with saturated_service(max_concurrency=1, max_queue=0, drain=None) as service:
+        await refused(service)
+        unread = await service.client.post(
+            pod.PATH_SPEECH, content=b"not even JSON", headers={"Content-Type": "text/plain"}
+        )
+    assert unread.status_code == 429, unread.text  # not 415: refused before any parsing
+    assert unread.json()["error"]["code"] == "server_overloaded"
+    assert unread.headers["retry-after"] == str(RETRY_AFTER_MIN_SECONDS)
+    registry = service.metrics.registry
+    assert registry.get_sample_value("voiceops_rejected_requests_total") == 2
+    labels = {"route": pod.PATH_SPEECH, "code": "429"}
+    assert registry.get_sample_value("voiceops_requests_total", labels) == 2

@@ -86,13 +86,6 @@ class Engine(ABC):
         return False
 
     @property
-    def short_cpu_calls(self) -> bool:
-        """True when a call is milliseconds of CPU work that never waits on an
-        accelerator or on a lock other work holds for long, so the service may run
-        it on its event loop while nothing else is in flight (``synthesis.InlineCalls``)."""
-        return False
-
-    @property
     def supports_batching(self) -> bool:
         """True when synthesize_batch does one forward pass for many requests."""
         return False

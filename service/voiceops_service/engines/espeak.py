@@ -2,8 +2,7 @@
 
 Concurrency: libespeak-ng is not thread-safe, so every call holds the shared
 library lock (:mod:`.espeak_lib`); the engine reports ``thread_safe = False``
-and the service runs it on one worker at a time. A 200-character request takes
-10-20 ms on one core.
+and the service runs it on one worker at a time (bench/README.md has its timings).
 """
 
 from __future__ import annotations
@@ -59,10 +58,6 @@ class EspeakEngine(Engine):
     @property
     def device(self) -> str:
         return "cpu"
-
-    @property
-    def short_cpu_calls(self) -> bool:
-        return True  # ~0.1 ms of CPU per character, nothing else
 
     @property
     def default_voice(self) -> str:

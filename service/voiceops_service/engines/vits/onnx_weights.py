@@ -1,6 +1,6 @@
 """Read a Piper ``.onnx`` voice's weights into our module tree, without onnxruntime.
 
-What the exported graph looks like (DESIGN.md §8):
+What the exported graph looks like:
 - most initializers keep their PyTorch names (``enc_p.*``, ``dp.*``, ``flow.*``, ``dec.*``);
 - weight-normed convolutions were folded into anonymous ``onnx::Conv_N``
   initializers; the consuming node's name carries the module path
