@@ -68,15 +68,23 @@ class CoreModule:
 
     @property
     def package_dir(self) -> Path:
-        return Path(self.source).parent
+        """The top-level package holding the source (a module may sit in a subpackage)."""
+        folder = Path(self.source).parent
+        while (ROOT / folder.parent / "__init__.py").exists():
+            folder = folder.parent
+        return folder
+
+    @property
+    def _in_package(self) -> Path:
+        return Path(self.source).relative_to(self.package_dir.parent)
 
     @property
     def staged_source(self) -> str:
-        return f"src/{self.package_dir.name}/{Path(self.source).name}"
+        return f"src/{self._in_package.as_posix()}"
 
     @property
     def dotted(self) -> str:
-        return f"{self.package_dir.name}.{Path(self.source).stem}"
+        return ".".join(self._in_package.with_suffix("").parts)
 
     def functions(self) -> list[str]:
         """mutmut's names of the module's functions and methods: x_f, xǁClassǁm."""

@@ -12,39 +12,38 @@ from typing import Any
 
 from voiceops_contract import metrics, pod
 
+from voiceops_operator.names import (
+    COMPONENT_NETWORK_POLICY,
+    HOSTNAME_TOPOLOGY_KEY,
+    HTTP_PORT_NAME,
+    NAMESPACE_NAME_LABEL,
+    deployment_name,
+    front_selector,
+    front_service_name,
+    hpa_name,
+    labels,
+    network_policy_name,
+    pdb_name,
+    pods_selector,
+    tier_selector,
+    tier_service_name,
+)
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import (
     API_VERSION,
     KIND,
     MODEL_MOUNT_PATH,
-    ActiveTier,
     LabelSelector,
     NetworkPolicyPeer,
     ResourceRequirements,
     ServingSpec,
-    Tier,
     VoiceService,
     VoiceServiceSpec,
     VoiceServiceStatus,
     parse_model_uri,
 )
+from voiceops_operator.tiers import TIERS, ActiveTier, Tier
 
-# Labels (team contract): recommended app.kubernetes.io/* plus the tier.
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_TIER = "voiceops.io/tier"
-APP_NAME = "voiceops-service"
-PART_OF = "voiceops"
-MANAGED_BY = "voiceops-operator"
-COMPONENT_BY_TIER: dict[str, str] = {"gpu": "gpu-tier", "fallback": "fallback-tier"}
-COMPONENT_FRONT = "front"
-COMPONENT_NETWORK_POLICY = "network-policy"
-TIERS: tuple[Tier, Tier] = ("gpu", "fallback")
-
-HTTP_PORT_NAME = "http"
 # A deleted pod keeps serving this long before SIGTERM, while its endpoint leaves every
 # proxy's rules; then the service drains what is in flight (up to the request timeout).
 PRE_STOP_SLEEP_SECONDS = 5
@@ -52,9 +51,7 @@ SHUTDOWN_MARGIN_SECONDS = 5
 RUN_AS_USER = 10001
 TMP_VOLUME = "tmp"
 MODEL_VOLUME = "model"
-HOSTNAME_TOPOLOGY_KEY = "kubernetes.io/hostname"
 DNS_PORT = 53
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 
 
 @dataclass(frozen=True)
@@ -76,63 +73,7 @@ def routing_from_status(status: VoiceServiceStatus, spec: VoiceServiceSpec) -> R
     return Routing(active_tier=status.active_tier or "gpu", fallback_replicas=desired)
 
 
-# --- names and labels ------------------------------------------------------------
-
-
-def deployment_name(name: str, tier: Tier) -> str:
-    return f"{name}-{tier}"
-
-
-def tier_service_name(name: str, tier: Tier) -> str:
-    return f"{name}-{tier}"
-
-
-def front_service_name(name: str) -> str:
-    return name
-
-
-def hpa_name(name: str, tier: Tier) -> str:
-    return f"{name}-{tier}"
-
-
-def pdb_name(name: str, tier: Tier) -> str:
-    return f"{name}-{tier}"
-
-
-def network_policy_name(name: str) -> str:
-    return name
-
-
-def labels(name: str, tier: Tier | None, component: str = "") -> dict[str, str]:
-    """Labels of every child; tier None is the front Service unless component says else."""
-    found = {
-        LABEL_NAME: APP_NAME,
-        LABEL_INSTANCE: name,
-        LABEL_COMPONENT: component or (COMPONENT_BY_TIER[tier] if tier else COMPONENT_FRONT),
-        LABEL_PART_OF: PART_OF,
-        LABEL_MANAGED_BY: MANAGED_BY,
-    }
-    if tier:
-        found[LABEL_TIER] = tier
-    return found
-
-
-def tier_selector(name: str, tier: Tier) -> dict[str, str]:
-    """Pod selector of one tier (Deployment, tier Service, PDB)."""
-    return {LABEL_INSTANCE: name, LABEL_TIER: tier}
-
-
-def pods_selector(name: str) -> dict[str, str]:
-    """The pods of both tiers (the labels every tier's pods share)."""
-    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name}
-
-
-def front_selector(name: str, active_tier: ActiveTier) -> dict[str, str]:
-    """The front Service's selector: one tier, or both (no tier key) while recovering."""
-    selector = pods_selector(name)
-    if active_tier != "both":
-        selector[LABEL_TIER] = active_tier
-    return selector
+# --- metadata ----------------------------------------------------------------------
 
 
 def owner_reference(vs: VoiceService) -> dict[str, Any]:

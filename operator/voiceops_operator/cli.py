@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -17,9 +15,6 @@ import yaml
 from voiceops_operator import __version__, apidoc, build, crd
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import KIND, InvalidSpec, parse_voiceservice
-
-# Modules that add handlers to the same kopf registry when present (self-healing).
-PLUGIN_MODULES = ("voiceops_operator.healing",)
 
 
 def dump_yaml(obj: Any) -> str:
@@ -119,20 +114,17 @@ def _cmd_api_docs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def build_registry(settings: OperatorSettings) -> Any:
-    """A kopf registry with the spec handlers and any plugin's (self-healing) handlers."""
+    """A kopf registry with the spec handlers and, with SELF_HEALING on, the healing loop's."""
     import kopf
 
     from voiceops_operator import handlers
 
     registry = kopf.OperatorRegistry()
     handlers.register(registry, settings)
-    for name in PLUGIN_MODULES if settings.self_healing else ():
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(registry, settings)
+    if settings.self_healing:
+        from voiceops_operator import healing_handlers
+
+        healing_handlers.register(registry, settings)
     return registry
 
 

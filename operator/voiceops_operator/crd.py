@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from voiceops_operator import names
 from voiceops_operator import spec as s
 
 READY_CONDITION_PATH = '.status.conditions[?(@.type=="Ready")].status'
@@ -281,8 +282,8 @@ def build_crd() -> dict[str, Any]:
         "metadata": {
             "name": f"{s.PLURAL}.{s.GROUP}",
             "labels": {
-                "app.kubernetes.io/name": "voiceops",
-                "app.kubernetes.io/part-of": "voiceops",
+                names.LABEL_NAME: names.PART_OF,
+                names.LABEL_PART_OF: names.PART_OF,
             },
         },
         "spec": {

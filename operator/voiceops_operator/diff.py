@@ -12,6 +12,7 @@ in the merge patch (lists are replaced whole).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -119,22 +120,64 @@ def matches(desired: Any, actual: Any, path: Path = ()) -> bool:
     return _scalar_equal(desired, actual, path)
 
 
-def merge_patch(desired: dict[str, Any], actual: dict[str, Any], path: Path = ()) -> dict:
-    """A JSON merge patch that makes `actual` match `desired` on the owned fields."""
+def equal(desired: Any, actual: Any, path: Path) -> bool:
+    """Exact equality: for fields whose every value is ours (the status), not a child's."""
+    return bool(desired == actual)
+
+
+def merge_patch(
+    desired: Mapping[str, Any],
+    actual: Any,
+    path: Path = (),
+    *,
+    same: Callable[[Any, Any, Path], bool] = matches,
+    owned_whole: Callable[[Path], bool] = is_owned_whole,
+) -> dict[str, Any]:
+    """A JSON merge patch that makes ``actual`` agree with ``desired``; {} when it does.
+
+    Maps are compared key by key; other values (lists too) are sent whole when
+    ``same`` says they differ. A None in ``desired`` means "absent": a null in the
+    patch when ``actual`` has the key, nothing otherwise; an object created where
+    there is none leaves out its absent keys (and is left out when nothing is
+    left of it). Keys of ``actual`` that ``desired`` lacks are removed (null) in
+    the maps ``owned_whole`` names.
+
+    The defaults compare a desired child with the stored one (see the module
+    doc); the status writers pass ``same=equal`` and say which maps they own.
+    """
     patch: dict[str, Any] = {}
+    have = actual if isinstance(actual, Mapping) else {}
     for key, value in desired.items():
-        current = actual.get(key) if isinstance(actual, dict) else None
+        here = (*path, key)
+        current = have.get(key)
         if isinstance(value, dict) and isinstance(current, dict):
-            sub = merge_patch(value, current, (*path, key))
-            if sub or not matches(value, current, (*path, key)):
+            sub = merge_patch(value, current, here, same=same, owned_whole=owned_whole)
+            if sub:
                 patch[key] = sub
-        elif not matches(value, current, (*path, key)):
+        elif isinstance(value, dict):
+            created = _without_absent(value)
+            if created or current is not None:
+                patch[key] = created
+        elif not same(value, current, here):
             patch[key] = value
-    if is_owned_whole(path) and isinstance(actual, dict):
+    if owned_whole(path) and isinstance(actual, Mapping):
         for key in actual:
             if key not in desired:
                 patch[key] = None
     return patch
+
+
+def _without_absent(value: Mapping[str, Any]) -> dict[str, Any]:
+    """An object to create: its None values left out, and objects made empty by that."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            item = _without_absent(item)
+            if not item:
+                continue
+        if item is not None:
+            out[key] = item
+    return out
 
 
 def owned_view(obj: dict[str, Any], *, replicas_owned: bool) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from voiceops_operator import build, spec
+from voiceops_operator import names, spec
 from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import ChildConflict, Reconciler
 from voiceops_operator.settings import OperatorSettings
@@ -22,7 +22,7 @@ from voiceops_operator.settings import OperatorSettings
 PREFIX = "voiceops.io"
 FINALIZER = f"{PREFIX}/finalizer"
 RETRY_DELAY_SECONDS = 5.0
-MANAGED = {build.LABEL_MANAGED_BY: build.MANAGED_BY}
+MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 # Children watched for drift (group, version, plural).
 CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("apps", "v1", "deployments"),

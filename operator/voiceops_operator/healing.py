@@ -16,8 +16,9 @@ pure :func:`policy.decide`, then write only what changed, in this order:
    the spec reconcile uses so both agree;
 3. one Kubernetes Event and one metric sample per transition.
 
-The pure helpers (conditions, patches, event bodies) are module functions;
-the kopf handlers at the bottom are thin.
+What to write is decided purely in :mod:`~voiceops_operator.healing_patches`
+(conditions, patches, Event bodies); the kopf handlers that run one loop per
+VoiceService are in :mod:`~voiceops_operator.healing_handlers`.
 """
 
 from __future__ import annotations
@@ -34,291 +35,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import kopf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from voiceops_contract import pod as pod_contract
 
-from voiceops_operator import build, observe, policy, routing_notices
+from voiceops_operator import build, names, observe, policy, routing_notices
 from voiceops_operator import status as st
-from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
-from voiceops_operator.opmetrics import OperatorMetrics, start_metrics_server
-from voiceops_operator.settings import OperatorSettings
-from voiceops_operator.spec import (
-    API_VERSION,
-    GROUP,
-    KIND,
-    PLURAL,
-    VERSION,
-    InvalidSpec,
-    VoiceService,
-    VoiceServiceSpec,
-    parse_voiceservice,
+from voiceops_operator.healing_patches import (
+    ESCALATIONS,
+    fallback_scale_patches,
+    front_selector_patch,
+    healing_status,
+    policy_config,
+    replacement_event,
+    routing_of,
+    transition_event,
 )
+from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
+from voiceops_operator.opmetrics import OperatorMetrics
+from voiceops_operator.settings import OperatorSettings
+from voiceops_operator.spec import API_VERSION, KIND, InvalidSpec, VoiceService, parse_voiceservice
+from voiceops_operator.tiers import ActiveTier
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "voiceops-operator"
 MIN_WAKE_GAP_SECONDS = 0.2  # at most one pass per gap for a burst of pod events
-
-# Reasons of the FailedOver/Degraded conditions when they are False.
-REASON_GPU_TIER_ACTIVE = "GPUTierActive"
-REASON_BOTH_TIERS_SERVING = "BothTiersServing"
-
-_ESCALATIONS = frozenset({"Degraded", "FailedOver"})
-
-
-# --- pure: spec → policy config, decision → patches --------------------------------
-
-
-def policy_config(spec: VoiceServiceSpec) -> policy.PolicyConfig:
-    """The policy's view of a parsed spec."""
-    f = spec.failover
-    return policy.PolicyConfig(
-        memory_high_ratio=f.memory_high_ratio,
-        memory_critical_ratio=f.memory_critical_ratio,
-        window_seconds=f.window_seconds,
-        recover_after_seconds=f.recover_after_seconds,
-        unschedulable_after_seconds=f.unschedulable_after_seconds,
-        crash_loop_restarts=f.crash_loop_restarts,
-        cooldown_seconds=f.cooldown_seconds,
-        fallback_enabled=spec.fallback.enabled,
-        fallback_standby_replicas=spec.fallback.standby_replicas if spec.fallback.enabled else 0,
-        fallback_max_replicas=spec.fallback.max_replicas,
-    )
-
-
-def healing_conditions(
-    conditions: list[dict[str, Any]],
-    decision: policy.Decision,
-    fallback_enabled: bool,
-    generation: int,
-    now: str,
-) -> list[dict[str, Any]]:
-    """Conditions with Degraded and FailedOver set from the decision; others kept."""
-    phase = decision.phase
-    if phase in _ESCALATIONS:
-        degraded = ("True", decision.reason, decision.message)
-    elif phase == "Recovering":
-        degraded = ("False", policy.REASON_RECOVERING, decision.message)
-    elif phase == "Pending":
-        degraded = ("False", policy.REASON_WAITING_FOR_GPU, decision.message)
-    else:
-        degraded = ("False", policy.REASON_GPU_TIER_HEALTHY, "the GPU tier serves")
-    if phase == "FailedOver":
-        failed = ("True", decision.reason, decision.message)
-    elif not fallback_enabled:
-        failed = (
-            "False",
-            policy.REASON_FALLBACK_DISABLED,
-            "spec.fallback.enabled is false: there is no tier to fail over to",
-        )
-    elif decision.active_tier == "both":
-        failed = ("False", REASON_BOTH_TIERS_SERVING, "the GPU and fallback tiers both serve")
-    else:
-        failed = ("False", REASON_GPU_TIER_ACTIVE, "the front Service selects the GPU tier")
-    out = st.set_condition(conditions, st.DEGRADED, *degraded, generation, now)
-    return st.set_condition(out, st.FAILED_OVER, *failed, generation, now)
-
-
-def healing_status(
-    current: Mapping[str, Any],
-    decision: policy.Decision,
-    fallback_enabled: bool,
-    generation: int,
-    now: str,
-) -> dict[str, Any]:
-    """The healing-owned part of the status, as a merge patch; {} when nothing changed."""
-    wanted = policy.state_to_status(decision.state, decision.transition)
-    # Exactly the pending signals: one that ended is removed (null), or a restart
-    # would resume a window that is long over.
-    signals = wanted["healing"]["signals"]
-    wanted["healing"]["signals"] = {k: signals.get(k) for k in policy.SIGNALS}
-    wanted["conditions"] = healing_conditions(
-        list(current.get("conditions") or []), decision, fallback_enabled, generation, now
-    )
-    if not fallback_enabled:
-        wanted.pop("fallback", None)
-    ratio = decision.assessment.memory_used_ratio
-    wanted["gpu"] = {"memoryUsedRatio": None if ratio is None else round(min(ratio, 1.0), 2)}
-    return _merge_patch_diff(current, wanted)
-
-
-def _merge_patch_diff(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``wanted`` that a merge patch must carry to make ``current`` agree.
-
-    A None in ``wanted`` means "absent": a null in the patch when ``current`` has it,
-    nothing otherwise (so an absent key costs no write).
-    """
-    patch: dict[str, Any] = {}
-    for key, value in wanted.items():
-        have = current.get(key)
-        if isinstance(value, dict):
-            if isinstance(have, dict):
-                sub = _merge_patch_diff(have, value)
-                if sub:
-                    patch[key] = sub
-            else:
-                created = _without_nones(value)
-                if created or have is not None:
-                    patch[key] = created
-        elif value is None:
-            if have is not None:
-                patch[key] = None
-        elif have != value:
-            patch[key] = value
-    return patch
-
-
-def _without_nones(value: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, dict):
-            item = _without_nones(item)
-            if not item:
-                continue
-        if item is not None:
-            out[key] = item
-    return out
-
-
-def front_selector_patch(
-    service: Mapping[str, Any] | None, vs: VoiceService, routing: build.Routing
-) -> dict[str, Any] | None:
-    """Merge patch for the front Service's selector, or None when it already agrees."""
-    if service is None:
-        return None  # the spec reconcile creates it, already with this routing
-    desired = build.build_front_service(vs, routing)["spec"]["selector"]
-    actual = (service.get("spec") or {}).get("selector") or {}
-    if actual == desired:
-        return None
-    selector: dict[str, Any] = dict(desired)
-    for key in actual:
-        if key not in desired:
-            selector[key] = None  # merge patch: null deletes the key
-    return {"spec": {"selector": selector}}
-
-
-@dataclass(frozen=True)
-class ScalePatch:
-    api_version: str
-    kind: str
-    name: str
-    patch: dict[str, Any]
-
-
-def fallback_scale_patches(
-    vs: VoiceService,
-    routing: build.Routing,
-    hpa: Mapping[str, Any] | None,
-    deployment: Mapping[str, Any] | None,
-) -> list[ScalePatch]:
-    """Patches that size the fallback tier as routing wants, respecting its HPA."""
-    if not vs.spec.fallback.enabled:
-        return []
-    wanted = build.fallback_replicas(vs.spec, routing)
-    name = build.deployment_name(vs.name, "fallback")
-    out = []
-    replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
-    if hpa is not None:
-        if int((hpa.get("spec") or {}).get("minReplicas") or 1) != wanted:
-            out.append(
-                ScalePatch(
-                    "autoscaling/v2",
-                    "HorizontalPodAutoscaler",
-                    build.hpa_name(vs.name, "fallback"),
-                    {"spec": {"minReplicas": wanted}},
-                )
-            )
-        # Raising to the HPA minimum is what the HPA controller does itself;
-        # doing it now saves its sync period. Scaling down is left to the HPA.
-        if deployment is not None and replicas < wanted:
-            out.append(ScalePatch("apps/v1", "Deployment", name, {"spec": {"replicas": wanted}}))
-    elif deployment is not None and replicas != wanted:
-        out.append(ScalePatch("apps/v1", "Deployment", name, {"spec": {"replicas": wanted}}))
-    return out
-
-
-def vs_event(
-    body: Mapping[str, Any],
-    reason: str,
-    message: str,
-    *,
-    warning: bool,
-    action: str,
-    now: str,
-    instance: str,
-) -> dict[str, Any]:
-    """A core/v1 Event about the VoiceService ``body`` (the healing loop's one Event shape)."""
-    meta = body["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-        "reason": reason,
-        "message": message[:1024],
-        "type": "Warning" if warning else "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": f"voiceops.io/{COMPONENT}",
-        "reportingInstance": instance,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-        "action": action,
-    }
-
-
-def transition_event(
-    body: Mapping[str, Any], transition: policy.Transition, now: str, instance: str
-) -> dict[str, Any]:
-    """An Event about one tier transition."""
-    return vs_event(
-        body,
-        transition.reason,
-        f"{transition.from_phase} → {transition.to_phase} "
-        f"(traffic: {transition.from_tier} → {transition.to_tier}): {transition.message}",
-        warning=transition.to_phase in _ESCALATIONS,
-        action="FailOver" if transition.to_tier == "fallback" else "Route",
-        now=now,
-        instance=instance,
-    )
-
-
-def replacement_event(
-    body: Mapping[str, Any], replacement: policy.Replacement, now: str, instance: str
-) -> dict[str, Any]:
-    """A Warning Event: a pod replaced for a GPU hardware fault (pod, node, GPU, XID)."""
-    return vs_event(
-        body,
-        policy.REASON_GPU_HARDWARE_FAULT,
-        replacement.message,
-        warning=True,
-        action="ReplacePod",
-        now=now,
-        instance=instance,
-    )
-
-
-def routing_of(decision: policy.Decision) -> build.Routing:
-    return build.Routing(
-        active_tier=decision.active_tier, fallback_replicas=decision.fallback_replicas
-    )
-
-
-# --- I/O ------------------------------------------------------------------------------
 
 
 def _tier_of(pod: Mapping[str, Any]) -> str:
-    return str(((pod.get("metadata") or {}).get("labels") or {}).get(build.LABEL_TIER, ""))
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(names.LABEL_TIER, ""))
 
 
 @dataclass
@@ -342,7 +88,7 @@ class HealingRuntime:
     closed: bool = False
 
     async def list_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        selector = f"{build.LABEL_INSTANCE}={name},{build.LABEL_MANAGED_BY}={build.MANAGED_BY}"
+        selector = f"{names.LABEL_INSTANCE}={name},{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
         try:
             body = await self.api_client.call_api(
                 f"/api/v1/namespaces/{namespace}/pods",
@@ -416,7 +162,8 @@ class HealingRuntime:
 
 
 # The VoiceService's pods, from the operator's pod watch (kopf index) instead of a LIST
-# per pass (for 200 VoiceServices at a 2.5 s cadence that LIST is 80 API reads/s).
+# per pass: one LIST per VoiceService per pass adds up to many API reads a second
+# (the numbers: bench/README.md).
 PodSource = Callable[[], list[dict[str, Any]]]
 
 
@@ -520,7 +267,7 @@ class HealingLoop:
         if t is None:
             return
         rt.metrics.transitions.labels(t.from_phase, t.to_phase, t.reason).inc()
-        if t.to_phase in _ESCALATIONS or t.to_tier == "fallback":
+        if t.to_phase in ESCALATIONS or t.to_tier == "fallback":
             rt.metrics.decision_latency.observe(max(0.0, time.time() - t.signal_since))
         log.info(
             "%s/%s: %s → %s (%s): %s",
@@ -561,7 +308,7 @@ class HealingLoop:
         self.replaced &= set(uids.values())
 
     async def _tell_pods(
-        self, pods: list[dict[str, Any]], vs: VoiceService, active_tier: policy.Tier
+        self, pods: list[dict[str, Any]], vs: VoiceService, active_tier: ActiveTier
     ) -> None:
         """Tell every pod whose routing changed (or who restarted) whether it is routed to.
 
@@ -637,7 +384,7 @@ class HealingLoop:
     async def _apply_routing(self, vs: VoiceService, routing: build.Routing) -> None:
         api = self.runtime.api
         ns = self.namespace
-        front = build.front_service_name(vs.name)
+        front = names.front_service_name(vs.name)
         service = await api.get("v1", "Service", ns, front)
         selector = front_selector_patch(service, vs, routing)
         if selector is not None:
@@ -647,10 +394,10 @@ class HealingLoop:
         hpa = None
         if vs.spec.autoscaling.enabled:
             hpa = await api.get(
-                "autoscaling/v2", "HorizontalPodAutoscaler", ns, build.hpa_name(vs.name, "fallback")
+                "autoscaling/v2", "HorizontalPodAutoscaler", ns, names.hpa_name(vs.name, "fallback")
             )
         deployment = await api.get(
-            "apps/v1", "Deployment", ns, build.deployment_name(vs.name, "fallback")
+            "apps/v1", "Deployment", ns, names.deployment_name(vs.name, "fallback")
         )
         for p in fallback_scale_patches(vs, routing, hpa, deployment):
             await api.patch(p.api_version, p.kind, ns, p.name, p.patch)
@@ -713,9 +460,6 @@ async def run_loop(
             wake.clear()
 
 
-# --- kopf wiring ------------------------------------------------------------------------
-
-
 async def make_runtime(settings: OperatorSettings, kubeconfig: str | None = None) -> HealingRuntime:
     """Clients for the API (in-cluster, else kubeconfig) and for scraping pods."""
     configuration = client.Configuration()
@@ -745,102 +489,3 @@ async def make_runtime(settings: OperatorSettings, kubeconfig: str | None = None
         routing_key=settings.routing_signing_key(),
         instance=os.environ.get("HOSTNAME") or socket.gethostname(),
     )
-
-
-class _QuietWakeUps(logging.Filter):
-    """Drop kopf's per-event "Handler 'healing-pod-wake' succeeded." (one per pod change)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.levelno <= logging.INFO and "'healing-pod-wake' succeeded" in record.getMessage()
-        )
-
-
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    """Add the healing daemon, the pod-event wake-up and the /metrics server to ``registry``."""
-    objects_log = logging.getLogger("kopf.objects")
-    if not any(isinstance(f, _QuietWakeUps) for f in objects_log.filters):
-        objects_log.addFilter(_QuietWakeUps())
-
-    @kopf.on.startup(registry=registry, id="healing-startup")
-    async def start_healing(memo: kopf.Memo, **_: Any) -> None:
-        runtime = await make_runtime(settings)
-        memo.healing = runtime
-        memo.operator_metrics = runtime.metrics  # the spec reconcile may time itself too
-        if settings.metrics_port:
-            memo.healing_metrics_server = await start_metrics_server(
-                runtime.metrics, settings.metrics_port
-            )
-
-    @kopf.on.cleanup(registry=registry, id="healing-cleanup")
-    async def stop_healing(memo: kopf.Memo, **_: Any) -> None:
-        server = getattr(memo, "healing_metrics_server", None)
-        if server is not None:
-            await server.cleanup()
-        runtime: HealingRuntime | None = getattr(memo, "healing", None)
-        if runtime is not None:
-            await runtime.close()
-
-    @kopf.index(
-        "",
-        "v1",
-        "pods",
-        registry=registry,
-        id="voiceops_pods",
-        labels={build.LABEL_MANAGED_BY: build.MANAGED_BY, build.LABEL_INSTANCE: kopf.PRESENT},
-    )
-    async def voiceops_pods(
-        namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Pods by (namespace, VoiceService): kopf fills every index before daemons start."""
-        return {(namespace, labels[build.LABEL_INSTANCE]): dict(body)}
-
-    @kopf.daemon(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="healing",
-        cancellation_backoff=1.0,
-        cancellation_timeout=5.0,
-    )
-    async def healing_daemon(
-        stopped: kopf.DaemonStopped,
-        name: str,
-        namespace: str,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        voiceops_pods: kopf.Index[tuple[str, str], dict[str, Any]],
-        **_: Any,
-    ) -> None:
-        runtime: HealingRuntime = memo.healing
-        key = (namespace, name)
-        wake = runtime.wakers.setdefault(key, asyncio.Event())
-
-        def pods() -> list[dict[str, Any]]:
-            return list(voiceops_pods.get(key, []))
-
-        try:
-            await run_loop(HealingLoop(runtime, namespace, name, pods), body, stopped, wake)
-        finally:
-            runtime.wakers.pop(key, None)
-            runtime.metrics.forget(namespace, name)
-
-    @kopf.on.event(
-        "",
-        "v1",
-        "pods",
-        registry=registry,
-        id="healing-pod-wake",
-        labels={build.LABEL_MANAGED_BY: build.MANAGED_BY},
-    )
-    async def wake_on_pod_event(
-        labels: Mapping[str, str], namespace: str, memo: kopf.Memo, **_: Any
-    ) -> None:
-        runtime: HealingRuntime | None = getattr(memo, "healing", None)
-        instance = labels.get(build.LABEL_INSTANCE)
-        if runtime is None or not instance:
-            return
-        wake = runtime.wakers.get((namespace, instance))
-        if wake is not None:
-            wake.set()

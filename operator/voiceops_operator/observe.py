@@ -20,10 +20,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from voiceops_contract import metrics as m
 from voiceops_contract.pod import DEFAULT_PORT, PATH_METRICS
 
+from voiceops_operator.names import HTTP_PORT_NAME
 from voiceops_operator.policy import GPUFault, GPUMetrics, Observation, PodObservation
 
-HTTP_PORT_NAME = "http"
-REASON_CRASH_LOOP = "CrashLoopBackOff"
+# The kubelet's reason for a container waiting to restart (read, never written: not ours).
+CRASH_LOOP_WAITING_REASON = "CrashLoopBackOff"
 ERROR_TERMINATIONS = frozenset({"OOMKilled", "Error", "ContainerCannotRun", "StartError"})
 # A container running again after an error exit is still crash-looping until it has run
 # this long: the kubelet's own measure (its restart back-off resets after 10 minutes up).
@@ -90,7 +91,7 @@ def parse_gpu_metrics(text: str) -> GPUMetrics:
 
 
 def _relevant_lines(text: str) -> tuple[str, bool]:
-    """Only the sample lines the operator reads (parsing a whole page costs ~20× more).
+    """Only the sample lines the operator reads (a whole page costs far more: bench/README.md).
 
     Also says whether any line is a voiceops sample at all, so that a 200 answer
     from something else (an HTML page, another exporter) counts as unreadable.
@@ -172,7 +173,7 @@ def classify_pod(
         state = cs.get("state") or {}
         waiting = state.get("waiting") or {}
         terminated = state.get("terminated") or {}
-        if waiting.get("reason") == REASON_CRASH_LOOP:
+        if waiting.get("reason") == CRASH_LOOP_WAITING_REASON:
             crash_looping = True
         if _failed(terminated):
             crash_looping = True
@@ -180,9 +181,10 @@ def classify_pod(
         last_terminated = (cs.get("lastState") or {}).get("terminated") or {}
         if last_terminated.get("reason") and not last_reason:
             last_reason = str(last_terminated["reason"])
-        if "running" in state and _failed(last_terminated):
-            # Between two crashes the container runs (not yet ready); one that has run
-            # long since its last failure, then turns unready (node lost, probe), is not.
+        if "running" in state and not cs.get("ready") and _failed(last_terminated):
+            # Between two crashes the container runs, not yet ready. One its kubelet says
+            # is ready (the pod unready for its node) or that has run long since its
+            # last failure is not crash-looping.
             finished = _timestamp(last_terminated.get("finishedAt"))
             if finished is not None and now - finished < CRASH_LOOP_MEMORY_SECONDS:
                 crash_looping = True

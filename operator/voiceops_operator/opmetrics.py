@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from voiceops_operator.policy import PHASES
+from voiceops_operator.tiers import PHASES
 
 TRANSITIONS_TOTAL = "voiceops_operator_transitions_total"
 DECISION_LATENCY_SECONDS = "voiceops_operator_decision_latency_seconds"

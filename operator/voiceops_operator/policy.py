@@ -5,7 +5,7 @@ Kubernetes client. The same config, state and observation always give the
 same decision, and the state round-trips through the VoiceService status so
 an operator restart resumes where it was.
 
-Rules (DESIGN.md §4), each signal must hold ``window_seconds`` before acting:
+Rules; each signal must hold ``window_seconds`` before acting:
 
 * Severity 2 ("GPU tier cannot serve") → FailedOver: no usable ready GPU pod
   because every ready GPU pod is at or above the critical memory ratio, or
@@ -57,30 +57,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Phase = Literal["Pending", "Serving", "Degraded", "FailedOver", "Recovering"]
-Tier = Literal["gpu", "fallback", "both"]
-PHASES: tuple[Phase, ...] = ("Pending", "Serving", "Degraded", "FailedOver", "Recovering")
-
-# Reasons (CamelCase, as Kubernetes condition reasons are).
-REASON_GPU_TIER_READY = "GPUTierReady"
-REASON_GPU_TIER_HEALTHY = "GPUTierHealthy"
-REASON_GPU_MEMORY_HIGH = "GPUMemoryHigh"
-REASON_GPU_MEMORY_CRITICAL = "GPUMemoryCritical"
-REASON_GPU_POD_DEGRADED = "GPUPodDegraded"
-REASON_GPU_UNSCHEDULABLE = "GPUUnschedulable"
-REASON_GPU_CRASH_LOOP = "GPUCrashLoop"
-REASON_NO_READY_GPU_PODS = "NoReadyGPUPods"
-REASON_METRICS_UNAVAILABLE = "MetricsUnavailable"
-REASON_RECOVERING = "GPUTierRecovering"
-REASON_RECOVERED = "GPUTierRecovered"
-REASON_FALLBACK_DISABLED = "FallbackDisabled"
-REASON_WAITING_FOR_GPU = "WaitingForGPUTier"
-REASON_NO_READY_FALLBACK_PODS = "NoReadyFallbackPods"
-REASON_GPU_HARDWARE_FAULT = "GPUHardwareFault"
+from voiceops_operator import reasons
+from voiceops_operator.tiers import ACTIVE_TIERS, PHASES, ActiveTier, Phase
 
 # Pending-signal keys kept in the state (and in status.healing.signals).
 SIGNAL_PRESSURE = "pressure"  # severity >= 1
@@ -217,8 +199,8 @@ class PolicyState(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     phase: Phase = "Pending"
-    active_tier: Tier = "gpu"
-    reason: str = REASON_WAITING_FOR_GPU
+    active_tier: ActiveTier = "gpu"
+    reason: str = reasons.WAITING_FOR_GPU
     message: str = "waiting for a ready GPU pod"
     signals: dict[str, float] = Field(default_factory=dict)  # key → since (epoch seconds)
     last_transition_time: float | None = None
@@ -230,8 +212,8 @@ class PolicyState(BaseModel):
 class Transition:
     from_phase: Phase
     to_phase: Phase
-    from_tier: Tier
-    to_tier: Tier
+    from_tier: ActiveTier
+    to_tier: ActiveTier
     reason: str
     message: str
     time: float
@@ -267,7 +249,7 @@ class Replacement:
 @dataclass(frozen=True)
 class Decision:
     phase: Phase
-    active_tier: Tier
+    active_tier: ActiveTier
     fallback_replicas: int
     reason: str
     message: str
@@ -318,27 +300,27 @@ def assess(config: PolicyConfig, obs: Observation) -> Assessment:
         return Assessment(sev, reason, message, len(ready), top)
 
     if faulty and not usable and not unknown:
-        return out(Severity.FAILURE, REASON_GPU_HARDWARE_FAULT, _fault_message(faulty, n))
+        return out(Severity.FAILURE, reasons.GPU_HARDWARE_FAULT, _fault_message(faulty, n))
     if not usable and not (unknown and not critical):
         # Nothing on the GPU tier can take traffic.
         if stuck:
             return out(
                 Severity.FAILURE,
-                REASON_GPU_UNSCHEDULABLE,
+                reasons.GPU_UNSCHEDULABLE,
                 f"{len(stuck)} of {n} GPU pods unschedulable for over "
                 f"{config.unschedulable_after_seconds:g}s: {_first_message(stuck)}",
             )
         if crash:
             return out(
                 Severity.FAILURE,
-                REASON_GPU_CRASH_LOOP,
+                reasons.GPU_CRASH_LOOP,
                 f"{len(crash)} of {n} GPU pods crash-looping "
                 f"(restarts >= {config.crash_loop_restarts}): {_names(crash)}",
             )
         if critical:
             return out(
                 Severity.FAILURE,
-                REASON_GPU_MEMORY_CRITICAL,
+                reasons.GPU_MEMORY_CRITICAL,
                 f"GPU memory at {_fmt(top or 0)} >= critical "
                 f"{_fmt(config.memory_critical_ratio)} on every ready GPU pod",
             )
@@ -346,60 +328,60 @@ def assess(config: PolicyConfig, obs: Observation) -> Assessment:
         why = f": {_first_message(unschedulable)}" if unschedulable else ""
         return out(
             Severity.FAILURE,
-            REASON_NO_READY_GPU_PODS,
+            reasons.NO_READY_GPU_PODS,
             f"no ready GPU pod (0 of {n} ready){why}",
         )
     if not usable:
         return out(
             Severity.PRESSURE,
-            REASON_METRICS_UNAVAILABLE,
+            reasons.METRICS_UNAVAILABLE,
             f"metrics of all {len(unknown)} ready GPU pods unreadable: {_names(unknown)}",
         )
     if faulty:
-        return out(Severity.PRESSURE, REASON_GPU_HARDWARE_FAULT, _fault_message(faulty, n))
+        return out(Severity.PRESSURE, reasons.GPU_HARDWARE_FAULT, _fault_message(faulty, n))
     if high:
         return out(
             Severity.PRESSURE,
-            REASON_GPU_MEMORY_HIGH,
+            reasons.GPU_MEMORY_HIGH,
             f"GPU memory at {_fmt(top or 0)} >= high {_fmt(config.memory_high_ratio)} "
             f"on {len(high)} of {len(ready)} ready GPU pods",
         )
     if degraded:
         return out(
             Severity.PRESSURE,
-            REASON_GPU_POD_DEGRADED,
+            reasons.GPU_POD_DEGRADED,
             f"{len(degraded)} GPU pods report themselves degraded: {_names(degraded)}",
         )
     if crash:
         return out(
             Severity.PRESSURE,
-            REASON_GPU_CRASH_LOOP,
+            reasons.GPU_CRASH_LOOP,
             f"{len(crash)} of {n} GPU pods crash-looping: {_names(crash)}",
         )
     if stuck:
         return out(
             Severity.PRESSURE,
-            REASON_GPU_UNSCHEDULABLE,
+            reasons.GPU_UNSCHEDULABLE,
             f"{len(stuck)} of {n} GPU pods unschedulable: {_first_message(stuck)}",
         )
     if unknown:
         return out(
             Severity.PRESSURE,
-            REASON_METRICS_UNAVAILABLE,
+            reasons.METRICS_UNAVAILABLE,
             f"metrics of {len(unknown)} of {len(ready)} ready GPU pods unreadable: "
             f"{_names(unknown)}",
         )
     if top is not None and top >= config.memory_clear_ratio:
         return out(
             Severity.HOLD,
-            REASON_GPU_MEMORY_HIGH,
+            reasons.GPU_MEMORY_HIGH,
             f"GPU memory at {_fmt(top)}, between clear {_fmt(config.memory_clear_ratio)} "
             f"and high {_fmt(config.memory_high_ratio)}",
         )
     memory = f", GPU memory at {_fmt(top)}" if top is not None else ""
     return out(
         Severity.HEALTHY,
-        REASON_GPU_TIER_HEALTHY,
+        reasons.GPU_TIER_HEALTHY,
         f"{len(ready)} of {n} GPU pods ready and healthy{memory}",
     )
 
@@ -469,7 +451,7 @@ def _fallback_wanted(
     return wanted
 
 
-def _tier_for(config: PolicyConfig, phase: Phase) -> Tier:
+def _tier_for(config: PolicyConfig, phase: Phase) -> ActiveTier:
     if not config.fallback_enabled:
         return "gpu"
     return {
@@ -522,11 +504,11 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
     # serve (and the fallback tier scales up) until a fallback pod is ready.
     if target == "FailedOver" and fallback_empty:
         target = "Degraded"
-        reason = REASON_NO_READY_FALLBACK_PODS
+        reason = reasons.NO_READY_FALLBACK_PODS
         message = f"{a.message}; no ready fallback pod to fail over to, the GPU tier keeps serving"
 
     # Facts: a tier with no ready pod while the other has one moves traffic now.
-    hardware = a.reason == REASON_GPU_HARDWARE_FAULT and a.severity == Severity.FAILURE
+    hardware = a.reason == reasons.GPU_HARDWARE_FAULT and a.severity == Severity.FAILURE
     if (
         config.fallback_enabled
         and state.phase in ("Serving", "Degraded", "Recovering")
@@ -542,7 +524,7 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
         reason, message = a.reason, f"{a.message}; fallback tier switched off while failed over"
     elif state.phase == "FailedOver" and fallback_empty:
         target, trigger, cooled = "Degraded", None, True
-        reason = REASON_NO_READY_FALLBACK_PODS
+        reason = reasons.NO_READY_FALLBACK_PODS
         message = (
             f"no ready fallback pod while failed over ({a.message}): the GPU tier serves "
             "under pressure rather than nothing, at once"
@@ -551,16 +533,16 @@ def decide(config: PolicyConfig, state: PolicyState, obs: Observation) -> Decisi
     if target is not None and target != state.phase and cooled:
         phase: Phase = target
         if target == "Recovering":
-            reason = REASON_RECOVERING
+            reason = reasons.RECOVERING
             message = f"GPU tier healthy again ({a.message}); both tiers serve"
         elif target == "Serving" and state.phase == "Recovering":
-            reason = REASON_RECOVERED
+            reason = reasons.RECOVERED
             message = (
                 f"GPU tier healthy for {config.recover_after_seconds:g}s; "
                 "traffic back on the GPU tier"
             )
         elif target == "Serving":
-            reason = REASON_GPU_TIER_READY
+            reason = reasons.GPU_TIER_READY
         if not config.fallback_enabled and a.severity >= Severity.PRESSURE:
             message = f"{message}; no fallback tier (spec.fallback.enabled is false)"
         fallback = _fallback_wanted(config, phase, obs, state.fallback_replicas)
@@ -636,8 +618,8 @@ def recheck_at(config: PolicyConfig, state: PolicyState, obs: Observation) -> fl
     return min(future) if future else None
 
 
-# The fastest the loop observes a VoiceService: scraping every GPU pod 4 times a
-# second is plenty for windows of a second or more, and bounds the cost.
+# The fastest the loop observes a VoiceService: a floor under a quarter of a short
+# window that bounds the scraping; what observing at a cadence costs: bench/README.md.
 MIN_OBSERVATION_INTERVAL_SECONDS = 0.25
 # Never sleep less than this before a recheck (a deadline a hair away, clock jitter).
 MIN_RECHECK_DELAY_SECONDS = 0.05
@@ -696,7 +678,7 @@ def _target_phase(
         # crash loops) fail over once they hold.
         if a.ready_gpu_pods > 0:
             return "Serving", None
-        if failing and a.reason in (REASON_GPU_UNSCHEDULABLE, REASON_GPU_CRASH_LOOP):
+        if failing and a.reason in (reasons.GPU_UNSCHEDULABLE, reasons.GPU_CRASH_LOOP):
             return "FailedOver", SIGNAL_FAILURE
         return None, None
     if failing:
@@ -755,7 +737,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> PolicyState:
     initial = PolicyState()
     return PolicyState(
         phase=phase,
-        active_tier=tier if tier in ("gpu", "fallback", "both") else "gpu",
+        active_tier=tier if tier in ACTIVE_TIERS else "gpu",
         reason=str(last.get("reason") or initial.reason),
         message=str(last.get("message") or initial.message),
         signals=signals,

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from voiceops_operator import build, diff
+from voiceops_operator import build, diff, names, reasons
 from voiceops_operator import status as st
 from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
 from voiceops_operator.settings import OperatorSettings
@@ -68,9 +68,9 @@ def _follows_routing(name: str, obj: dict[str, Any]) -> bool:
     """Children whose desired state depends on the routing the healing loop decides."""
     key = (obj["kind"], obj["metadata"]["name"])
     return key in {
-        ("Service", build.front_service_name(name)),
-        ("Deployment", build.deployment_name(name, "fallback")),
-        ("HorizontalPodAutoscaler", build.hpa_name(name, "fallback")),
+        ("Service", names.front_service_name(name)),
+        ("Deployment", names.deployment_name(name, "fallback")),
+        ("HorizontalPodAutoscaler", names.hpa_name(name, "fallback")),
     }
 
 
@@ -227,7 +227,7 @@ class Reconciler:
 
     async def _ensure_kind(self, run: _Run, kind: str) -> None:
         """Ensure every desired child of one kind; they are independent, so concurrently."""
-        names = [o["metadata"]["name"] for o in run.desired if o["kind"] == kind]
+        child_names = [o["metadata"]["name"] for o in run.desired if o["kind"] == kind]
 
         async def ensure_named(name: str) -> None:
             # Look up by name: a routing refresh may have rebuilt run.desired.
@@ -236,9 +236,11 @@ class Reconciler:
             )
             stored = await self._ensure(run, obj)
             if kind == "Deployment":
-                run.deployments[obj["metadata"]["labels"][build.LABEL_TIER]] = stored
+                run.deployments[obj["metadata"]["labels"][names.LABEL_TIER]] = stored
 
-        results = await asyncio.gather(*(ensure_named(n) for n in names), return_exceptions=True)
+        results = await asyncio.gather(
+            *(ensure_named(n) for n in child_names), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
@@ -366,7 +368,7 @@ class Reconciler:
             )
 
         if await self._patch_status(body, compute):
-            self.emit(body, "Warning", st.Reason.INVALID_SPEC, str(exc))
+            self.emit(body, "Warning", reasons.INVALID_SPEC, str(exc))
 
     async def _write_failed(self, body: dict[str, Any], vs: VoiceService, message: str) -> None:
         def compute(current: dict[str, Any]) -> dict[str, Any]:
@@ -376,6 +378,6 @@ class Reconciler:
 
         try:
             if await self._patch_status(body, compute):
-                self.emit(body, "Warning", st.Reason.RECONCILE_FAILED, message)
+                self.emit(body, "Warning", reasons.RECONCILE_FAILED, message)
         except KubeError as exc:  # the original error matters more; log this one
             log.warning("could not record the failed reconcile of %s: %s", vs.name, exc)

@@ -15,7 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from voiceops_contract import pod
 
-from voiceops_operator import build
+from voiceops_operator import names
 
 # A notice is good for this long: long enough for a slow pod, short against replays.
 NOTICE_LIFETIME_SECONDS = 30
@@ -47,7 +47,7 @@ def pod_targets(pods: list[Mapping[str, Any]], active_tier: str, port: int) -> l
     for p in pods:
         meta = p.get("metadata") or {}
         status = p.get("status") or {}
-        tier = (meta.get("labels") or {}).get(build.LABEL_TIER, "")
+        tier = (meta.get("labels") or {}).get(names.LABEL_TIER, "")
         ip = status.get("podIP")
         if not ip or status.get("phase") != "Running" or meta.get("deletionTimestamp"):
             continue

@@ -30,22 +30,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from voiceops_operator import diff, reasons
+
 # Condition types.
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 FAILED_OVER = "FailedOver"
-
-
-class Reason:
-    """Condition reasons (CamelCase, as metav1.Condition wants)."""
-
-    SERVING_TIER_READY = "ServingTierReady"
-    NO_READY_REPLICAS = "NoReadyReplicas"
-    INVALID_SPEC = "InvalidSpec"
-    ROLLING_OUT = "RollingOut"
-    ROLLOUT_COMPLETE = "RolloutComplete"
-    RECONCILE_FAILED = "ReconcileFailed"
 
 
 def now_rfc3339() -> str:
@@ -173,7 +164,7 @@ def compute_status(
             conditions,
             READY,
             "True",
-            Reason.SERVING_TIER_READY,
+            reasons.SERVING_TIER_READY,
             f"serving from the {tier_word}: {new['ready']}",
             generation,
             now,
@@ -183,7 +174,7 @@ def compute_status(
             conditions,
             READY,
             "False",
-            Reason.NO_READY_REPLICAS,
+            reasons.NO_READY_REPLICAS,
             f"no ready pods in the {tier_word}: {new['ready']}",
             generation,
             now,
@@ -193,7 +184,7 @@ def compute_status(
         conditions,
         PROGRESSING,
         "False" if rolled_out else "True",
-        Reason.ROLLOUT_COMPLETE if rolled_out else Reason.ROLLING_OUT,
+        reasons.ROLLOUT_COMPLETE if rolled_out else reasons.ROLLING_OUT,
         "all tiers rolled out" if rolled_out else f"rolling out: {new['ready']}",
         generation,
         now,
@@ -223,10 +214,10 @@ def invalid_spec_status(
         new.setdefault("phase", "Pending")
     conditions = list(new.get("conditions") or [])
     conditions = set_condition(
-        conditions, READY, "False", Reason.INVALID_SPEC, message, generation, now
+        conditions, READY, "False", reasons.INVALID_SPEC, message, generation, now
     )
     conditions = set_condition(
-        conditions, PROGRESSING, "False", Reason.INVALID_SPEC, message, generation, now
+        conditions, PROGRESSING, "False", reasons.INVALID_SPEC, message, generation, now
     )
     new["conditions"] = conditions
     return new
@@ -238,16 +229,15 @@ def failed_reconcile_status(
     new = copy.deepcopy(current) if current else {}
     conditions = list(new.get("conditions") or [])
     new["conditions"] = set_condition(
-        conditions, PROGRESSING, "False", Reason.RECONCILE_FAILED, message, generation, now
+        conditions, PROGRESSING, "False", reasons.RECONCILE_FAILED, message, generation, now
     )
     return new
 
 
 def status_patch(current: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Top-level keys that differ (a merge patch of the status); {} when equal."""
-    current = current or {}
-    patch = {k: v for k, v in new.items() if current.get(k) != v}
-    for key in current:
-        if key not in new:
-            patch[key] = None
-    return patch
+    """A merge patch of the status that turns ``current`` into ``new``; {} when equal.
+
+    ``new`` is computed from ``current``, so a key it lacks was dropped on purpose
+    (fallback, when the tier is turned off) and is removed (null).
+    """
+    return diff.merge_patch(new, current or {}, same=diff.equal, owned_whole=lambda _path: True)

@@ -59,7 +59,7 @@ def test_alert_expressions_use_only_real_metric_names() -> None:
 
 
 def test_alert_phases_are_phases_the_operator_reports() -> None:
-    from voiceops_operator.policy import PHASES
+    from voiceops_operator.tiers import PHASES
 
     for rule in _rules():
         for phase in re.findall(r'phase="([A-Za-z]+)"', rule["expr"]):

@@ -44,7 +44,8 @@ import yaml
 from aiohttp import web
 from voiceops_contract import metrics as m
 from voiceops_localcluster.node_agent import Informer, KubeApiError, KubeClient
-from voiceops_operator import build
+from voiceops_operator import names
+from voiceops_operator.tiers import TIERS
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -119,7 +120,7 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def tier_of(pod: Mapping[str, Any]) -> str:
-    return str(((pod.get("metadata") or {}).get("labels") or {}).get(build.LABEL_TIER, ""))
+    return str(((pod.get("metadata") or {}).get("labels") or {}).get(names.LABEL_TIER, ""))
 
 
 class GpuMetrics:
@@ -252,7 +253,7 @@ class LoopbackKubelet:
             await self.api.request("DELETE", f"/api/v1/nodes/{self.node}")
 
     # ------------------------------------------------------------------ controls
-    def run(self, namespace: str, tiers: tuple[str, ...] = build.TIERS) -> GpuMetrics:
+    def run(self, namespace: str, tiers: tuple[str, ...] = TIERS) -> GpuMetrics:
         """Start the pods of ``namespace`` in these tiers (again: change the tiers)."""
         run = self.namespaces.get(namespace)
         if run is None:

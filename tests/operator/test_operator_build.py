@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from operator_helpers import manifest
 from voiceops_contract import metrics, pod
-from voiceops_operator import build
+from voiceops_operator import build, names
 from voiceops_operator.build import Routing
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import VoiceService, parse_voiceservice
@@ -169,7 +169,7 @@ def test_prometheus_annotations_and_spread(settings: OperatorSettings) -> None:
     }
     spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
-    assert spread["labelSelector"]["matchLabels"] == build.tier_selector("tts", "gpu")
+    assert spread["labelSelector"]["matchLabels"] == names.tier_selector("tts", "gpu")
 
 
 def test_replicas_follow_autoscaling(settings: OperatorSettings) -> None:
@@ -238,7 +238,7 @@ def test_tier_services() -> None:
     for tier in ("gpu", "fallback"):
         svc = build.build_tier_service(vs_of(), tier)  # type: ignore[arg-type]
         assert svc["metadata"]["name"] == f"tts-{tier}"
-        assert svc["spec"]["selector"] == build.tier_selector("tts", tier)  # type: ignore[arg-type]
+        assert svc["spec"]["selector"] == names.tier_selector("tts", tier)  # type: ignore[arg-type]
 
 
 def test_gpu_hpa_uses_in_flight_metric_when_declared() -> None:
@@ -278,7 +278,7 @@ def test_pdb_per_tier() -> None:
         pdb = build.build_pdb(vs_of(), tier)  # type: ignore[arg-type]
         assert pdb["metadata"]["name"] == f"tts-{tier}"
         assert pdb["spec"]["maxUnavailable"] == 1
-        assert pdb["spec"]["selector"]["matchLabels"] == build.tier_selector("tts", tier)  # type: ignore[arg-type]
+        assert pdb["spec"]["selector"]["matchLabels"] == names.tier_selector("tts", tier)  # type: ignore[arg-type]
 
 
 DNS_ONLY = [{"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]
@@ -313,7 +313,7 @@ def test_network_policy_selects_the_pods_of_both_tiers(settings: OperatorSetting
     ):
         assert wanted <= deployment["spec"]["template"]["metadata"]["labels"].items()
     # ...and no other VoiceService's pods.
-    assert not wanted <= build.labels("other", "gpu").items()
+    assert not wanted <= names.labels("other", "gpu").items()
 
 
 def test_network_policy_ingress_from_the_declared_peers() -> None:

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 from operator_crd_harness import admit
 from operator_helpers import REPO, manifest, voiceservices_in
-from voiceops_operator import apidoc, crd, policy, spec
+from voiceops_operator import apidoc, crd, policy, spec, tiers
 from voiceops_operator.cli import crd_yaml
 
 CRD_FILE = REPO / "crds" / "voiceservice.yaml"
@@ -84,7 +84,7 @@ def test_schema_is_structural_and_described() -> None:
 
 def test_status_schema_covers_what_self_healing_writes() -> None:
     status = root_schema()["properties"]["status"]["properties"]
-    assert status["phase"]["enum"] == list(spec.PHASES)
+    assert status["phase"]["enum"] == list(tiers.PHASES)
     assert status["activeTier"]["enum"] == ["gpu", "fallback", "both"]
     assert set(status["gpu"]["properties"]) == {"replicas", "readyReplicas", "memoryUsedRatio"}
     assert set(status["fallback"]["properties"]) == {

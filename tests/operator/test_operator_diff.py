@@ -266,3 +266,55 @@ def test_resource_lists_are_owned_whole_inside_a_pod_template() -> None:
     assert not diff.matches(desired, actual)
     patch = diff.merge_patch(desired, actual)
     assert patch == {"spec": {"template": {"spec": {"resources": {"limits": {"x": None}}}}}}
+
+
+# --- the same merge patch for status writes: exact equality, None = absent -------------
+
+
+def _status_patch(desired: dict, actual: dict, *, prune: bool) -> dict:
+    return diff.merge_patch(desired, actual, same=diff.equal, owned_whole=lambda _path: prune)
+
+
+def test_a_none_removes_a_key_that_is_there_and_costs_nothing_where_it_is_not() -> None:
+    actual = {"healing": {"signals": {"pressure": "t1", "failure": "t2"}}}
+    desired = {"healing": {"signals": {"pressure": "t1", "failure": None, "healthy": None}}}
+    assert _status_patch(desired, actual, prune=False) == {
+        "healing": {"signals": {"failure": None}}
+    }
+    assert _status_patch({"gpu": {"ratio": None}}, {"gpu": {}}, prune=False) == {}
+
+
+def test_an_object_created_leaves_out_its_absent_keys_and_empty_objects_stay() -> None:
+    desired = {"a": {"b": None, "c": 1, "d": {"e": None}, "f": {}}}
+    assert _status_patch(desired, {}, prune=False) == {"a": {"c": 1, "f": {}}}
+    # Nothing left of it: not created; where something else stands, it replaces it.
+    assert _status_patch({"a": {"b": None}}, {}, prune=False) == {}
+    assert _status_patch({"a": {"b": None}}, {"a": 1}, prune=False) == {"a": {}}
+    assert diff.merge_patch({"a": {"b": None}}, {"a": 1}) == {"a": {}}
+
+
+def test_status_values_compare_exactly_not_as_kubernetes_zero_values() -> None:
+    # A child's zero matches an absent field; a status field of 0 is written.
+    assert diff.merge_patch({"spec": {"n": 0}}, {"spec": {}}) == {"spec": {"n": 0}}
+    assert _status_patch({"failovers": 0}, {}, prune=False) == {"failovers": 0}
+    assert _status_patch({"failovers": 0}, {"failovers": 0}, prune=False) == {}
+    assert _status_patch({"ratio": 1.0}, {"ratio": 1}, prune=False) == {}
+    assert _status_patch({"gpu": {"ratio": 1.0}}, {"gpu": {"ratio": 1}}, prune=False) == {}
+    assert diff.merge_patch({"spec": {"ratio": 1.0}}, {"spec": {"ratio": 1}}) == {
+        "spec": {"ratio": 1.0}
+    }
+    conditions = [{"type": "Ready", "status": "True"}]
+    assert _status_patch({"conditions": conditions}, {"conditions": []}, prune=False) == {
+        "conditions": conditions
+    }
+
+
+def test_keys_gone_are_removed_only_where_the_writer_owns_the_map() -> None:
+    actual = {"phase": "Serving", "gpu": {"replicas": 1, "x": 1}, "ready": "gpu 1/1"}
+    desired = {"phase": "Serving", "gpu": {"replicas": 2}}
+    assert _status_patch(desired, actual, prune=True) == {
+        "gpu": {"replicas": 2, "x": None},
+        "ready": None,
+    }
+    assert _status_patch(desired, actual, prune=False) == {"gpu": {"replicas": 2}}
+    assert _status_patch({}, {"gone": None}, prune=True) == {"gone": None}

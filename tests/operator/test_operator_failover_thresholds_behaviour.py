@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from voiceops_operator import policy
+from voiceops_operator import policy, reasons, tiers
 from voiceops_operator.policy import (
     GPUMetrics,
     Observation,
@@ -43,7 +43,7 @@ def at(t: float, *pods: PodObservation, **kw: object) -> Observation:
     return Observation(time=T0 + t, gpu_pods=tuple(pods), **kw)  # type: ignore[arg-type]
 
 
-def state(phase: policy.Phase, tier: policy.Tier, **kw: object) -> PolicyState:
+def state(phase: tiers.Phase, tier: tiers.ActiveTier, **kw: object) -> PolicyState:
     return PolicyState(phase=phase, active_tier=tier, fallback_replicas=1, **kw)  # type: ignore[arg-type]
 
 
@@ -72,14 +72,14 @@ def phases(decisions: Sequence[policy.Decision]) -> list[str]:
 def test_memory_exactly_at_the_critical_ratio_on_every_pod_fails_over() -> None:
     ds = run([at(t, gpu(0.97, "a"), gpu(0.97, "b")) for t in range(4)])
     assert phases(ds) == ["FailedOver"]
-    assert ds[-1].reason == policy.REASON_GPU_MEMORY_CRITICAL
+    assert ds[-1].reason == reasons.GPU_MEMORY_CRITICAL
     assert ds[-1].message.startswith("GPU memory at 0.97 >= critical 0.97 on every ready GPU pod")
 
 
 def test_memory_exactly_at_the_high_ratio_degrades() -> None:
     ds = run([at(t, gpu(0.90)) for t in range(4)])
     assert phases(ds) == ["Degraded"]
-    assert ds[-1].reason == policy.REASON_GPU_MEMORY_HIGH
+    assert ds[-1].reason == reasons.GPU_MEMORY_HIGH
     assert ds[-1].message == "GPU memory at 0.90 >= high 0.90 on 1 of 1 ready GPU pods"
 
 
@@ -88,7 +88,7 @@ def test_one_pod_at_critical_memory_among_healthy_ones_degrades_not_fails_over()
     ds = run([at(t, gpu(0.99, "a"), gpu(0.5, "b"), fallback_ready=1) for t in range(10)])
     assert phases(ds) == ["Degraded"]
     assert ds[-1].active_tier == "both"
-    assert ds[-1].reason == policy.REASON_GPU_MEMORY_HIGH
+    assert ds[-1].reason == reasons.GPU_MEMORY_HIGH
     assert ds[-1].message == "GPU memory at 0.99 >= high 0.90 on 1 of 2 ready GPU pods"
     assert ds[-1].assessment.memory_used_ratio == 0.99
 
@@ -100,13 +100,13 @@ def test_memory_exactly_at_the_clear_ratio_is_not_yet_healthy() -> None:
     assert phases(ds) == []
     assessment = ds[-1].assessment
     assert assessment.severity == policy.Severity.HOLD
-    assert assessment.reason == policy.REASON_GPU_MEMORY_HIGH
+    assert assessment.reason == reasons.GPU_MEMORY_HIGH
     assert assessment.message == "GPU memory at 0.85, between clear 0.85 and high 0.90"
 
 
 def test_just_below_the_clear_ratio_is_healthy_and_says_so() -> None:
     a = policy.assess(CFG, at(0, gpu(0.84, "a"), gpu(0.5, "b")))
-    assert (a.severity, a.reason) == (policy.Severity.HEALTHY, policy.REASON_GPU_TIER_HEALTHY)
+    assert (a.severity, a.reason) == (policy.Severity.HEALTHY, reasons.GPU_TIER_HEALTHY)
     assert a.message == "2 of 2 GPU pods ready and healthy, GPU memory at 0.84"
     assert a.memory_used_ratio == 0.84
 
@@ -126,13 +126,13 @@ def test_a_pod_without_gpu_gauges_next_to_a_measured_one_is_healthy() -> None:
 @pytest.mark.parametrize(
     ("crash_looping", "phase", "restarts", "reason"),
     [
-        (True, "Running", 3, policy.REASON_GPU_CRASH_LOOP),  # waiting in CrashLoopBackOff
+        (True, "Running", 3, reasons.GPU_CRASH_LOOP),  # waiting in CrashLoopBackOff
         # Restarts long ago, unready now (its node lost, say): no crash loop.
-        (False, "Running", 3, policy.REASON_NO_READY_GPU_PODS),
-        (False, "Failed", 5, policy.REASON_NO_READY_GPU_PODS),
-        (True, "Pending", 3, policy.REASON_GPU_CRASH_LOOP),
-        (False, "Pending", 5, policy.REASON_NO_READY_GPU_PODS),  # not started: no crash loop
-        (True, "Running", 2, policy.REASON_NO_READY_GPU_PODS),  # under the restart threshold
+        (False, "Running", 3, reasons.NO_READY_GPU_PODS),
+        (False, "Failed", 5, reasons.NO_READY_GPU_PODS),
+        (True, "Pending", 3, reasons.GPU_CRASH_LOOP),
+        (False, "Pending", 5, reasons.NO_READY_GPU_PODS),  # not started: no crash loop
+        (True, "Running", 2, reasons.NO_READY_GPU_PODS),  # under the restart threshold
     ],
 )
 def test_what_counts_as_crash_looping(
@@ -163,7 +163,7 @@ def test_crash_loops_are_named_and_counted_with_the_rest_summed_up() -> None:
 def test_a_crash_loop_next_to_a_serving_pod_is_pressure_naming_it() -> None:
     looping = gpu(name="p1", ready=False, metrics=None, restarts=4, crash_looping=True)
     a = policy.assess(CFG, at(0, gpu(0.5, "p0"), looping))
-    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, policy.REASON_GPU_CRASH_LOOP)
+    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, reasons.GPU_CRASH_LOOP)
     assert a.message == "1 of 2 GPU pods crash-looping: p1"
 
 
@@ -177,7 +177,7 @@ def test_unschedulable_pods_within_grace_explain_an_empty_tier() -> None:
         unschedulable_message="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
     )
     a = policy.assess(CFG, at(1, waiting))
-    assert a.reason == policy.REASON_NO_READY_GPU_PODS
+    assert a.reason == reasons.NO_READY_GPU_PODS
     assert a.message == (
         "no ready GPU pod (0 of 1 ready): 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     )
@@ -188,14 +188,14 @@ def test_unschedulable_pods_within_grace_explain_an_empty_tier() -> None:
 def test_an_unschedulable_pod_past_grace_next_to_a_serving_one_is_pressure() -> None:
     stuck = gpu(name="p1", ready=False, metrics=None, phase="Pending", unschedulable_since=T0)
     a = policy.assess(CFG, at(5, gpu(0.5, "p0"), stuck))
-    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, policy.REASON_GPU_UNSCHEDULABLE)
+    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, reasons.GPU_UNSCHEDULABLE)
     assert a.message == "1 of 2 GPU pods unschedulable: p1"
 
 
 def test_unreadable_metrics_are_named_with_the_rest_summed_up() -> None:
     pods = [gpu(name=f"p{i}", metrics=None) for i in range(4)]
     a = policy.assess(CFG, at(0, *pods))
-    assert a.reason == policy.REASON_METRICS_UNAVAILABLE
+    assert a.reason == reasons.METRICS_UNAVAILABLE
     assert a.message == "metrics of all 4 ready GPU pods unreadable: p0, p1, p2 and 1 more"
     some = policy.assess(CFG, at(0, gpu(0.5, "ok"), pods[0]))
     assert some.message == "metrics of 1 of 2 ready GPU pods unreadable: p0"
@@ -296,14 +296,14 @@ def test_switching_the_fallback_tier_off_while_failed_over_degrades_at_once() ->
     ],
 )
 def test_fallback_replicas_each_phase_wants(
-    gpu_replicas: int, pods: int, phase: policy.Phase, wanted: int
+    gpu_replicas: int, pods: int, phase: tiers.Phase, wanted: int
 ) -> None:
     observation = at(0, *[gpu(name=f"p{i}") for i in range(pods)], gpu_replicas=gpu_replicas)
     assert policy.fallback_replicas_for(CFG, phase, observation) == wanted
 
 
 @pytest.mark.parametrize("phase", ["Degraded", "FailedOver", "Recovering"])
-def test_during_an_incident_the_fallback_tier_never_shrinks(phase: policy.Phase) -> None:
+def test_during_an_incident_the_fallback_tier_never_shrinks(phase: tiers.Phase) -> None:
     tier = {"Degraded": "both", "FailedOver": "fallback", "Recovering": "both"}[phase]
     scaled_up = PolicyState(
         phase=phase, active_tier=tier, fallback_replicas=4, last_transition_time=T0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from voiceops_operator import healing, observe, policy
+from voiceops_operator import healing, observe, reasons
 from voiceops_operator.policy import (
     GPUFault,
     GPUMetrics,
@@ -61,7 +61,7 @@ def test_a_fault_on_the_only_gpu_pod_fails_over_at_once_even_inside_the_cooldown
         obs = Observation(T0, (gpu("tts-gpu-a", (XID_79,), ready),), fallback_ready=1)
         d = decide(CFG, serving(last_transition_time=T0 - 1), obs)
         assert (d.phase, d.active_tier) == ("FailedOver", "fallback")
-        assert d.reason == policy.REASON_GPU_HARDWARE_FAULT
+        assert d.reason == reasons.GPU_HARDWARE_FAULT
         assert "tts-gpu-a on n1: GPU 0 (GPU-5a1b): xid_79" in d.message
         assert [r.pod for r in d.replace] == ["tts-gpu-a"]
 
@@ -70,7 +70,7 @@ def test_a_fault_on_one_of_two_gpu_pods_replaces_it_and_waits_to_degrade() -> No
     obs = Observation(T0, (gpu("tts-gpu-a", (XID_79,)), gpu("tts-gpu-b")), fallback_ready=1)
     d = decide(CFG, serving(), obs)
     assert d.phase == "Serving"  # the healthy pod serves; pressure waits its window
-    assert d.assessment.reason == policy.REASON_GPU_HARDWARE_FAULT
+    assert d.assessment.reason == reasons.GPU_HARDWARE_FAULT
     assert [r.pod for r in d.replace] == ["tts-gpu-a"]
     assert d.replace[0].message == "replacing pod tts-gpu-a on node n1: GPU 0 (GPU-5a1b): xid_79"
 

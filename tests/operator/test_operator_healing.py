@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from voiceops_operator import build, healing, opmetrics, policy
+from voiceops_operator import build, healing_patches, names, opmetrics, policy, reasons
 from voiceops_operator import status as st
 from voiceops_operator.spec import parse_voiceservice
 
@@ -25,7 +25,7 @@ def vs_manifest(**spec: Any) -> dict[str, Any]:
 
 
 VS = parse_voiceservice(vs_manifest())
-CFG = healing.policy_config(VS.spec)
+CFG = healing_patches.policy_config(VS.spec)
 
 
 def decide_from(state: policy.PolicyState, *ratios: float) -> policy.Decision:
@@ -49,32 +49,32 @@ def test_policy_config_follows_the_spec_defaults() -> None:
     assert CFG.cooldown == VS.spec.failover.cooldown_seconds
     assert CFG.fallback_standby_replicas == VS.spec.fallback.standby_replicas
     off = parse_voiceservice(vs_manifest(fallback={"enabled": False}))
-    assert healing.policy_config(off.spec).fallback_enabled is False
+    assert healing_patches.policy_config(off.spec).fallback_enabled is False
 
 
 def test_conditions_when_failed_over_keep_other_types() -> None:
     ready = {"type": "Ready", "status": "True", "reason": "X", "lastTransitionTime": NOW}
     d = failed_over_decision()
-    conds = healing.healing_conditions([ready], d, True, 3, NOW)
+    conds = healing_patches.healing_conditions([ready], d, True, 3, NOW)
     by_type = {c["type"]: c for c in conds}
     assert by_type["Ready"] == ready
     assert by_type["Degraded"]["status"] == "True"
     assert by_type["FailedOver"]["status"] == "True"
-    assert by_type["FailedOver"]["reason"] == policy.REASON_GPU_MEMORY_CRITICAL
+    assert by_type["FailedOver"]["reason"] == reasons.GPU_MEMORY_CRITICAL
     assert by_type["FailedOver"]["observedGeneration"] == 3
 
 
 def test_conditions_without_fallback_say_so() -> None:
     d = decide_from(policy.PolicyState(phase="Serving"), 0.5)
-    conds = healing.healing_conditions([], d, False, 1, NOW)
+    conds = healing_patches.healing_conditions([], d, False, 1, NOW)
     failed = next(c for c in conds if c["type"] == st.FAILED_OVER)
     assert failed["status"] == "False"
-    assert failed["reason"] == policy.REASON_FALLBACK_DISABLED
+    assert failed["reason"] == reasons.FALLBACK_DISABLED
 
 
 def test_status_patch_is_empty_when_nothing_changed() -> None:
     d = failed_over_decision()
-    first = healing.healing_status({}, d, True, 3, NOW)
+    first = healing_patches.healing_status({}, d, True, 3, NOW)
     assert first["phase"] == "FailedOver"
     assert first["activeTier"] == "fallback"
     assert first["failovers"] == 1
@@ -90,14 +90,14 @@ def test_status_patch_is_empty_when_nothing_changed() -> None:
     steady = policy.decide(CFG, d.state, policy.Observation(time=T0 + 1, gpu_pods=()))
     assert steady.transition is None
     # Same phase and tier; only the signals moved (no GPU pod: still failing).
-    patch = healing.healing_status(current, steady, True, 3, "2027-01-15T08:00:09Z")
+    patch = healing_patches.healing_status(current, steady, True, 3, "2027-01-15T08:00:09Z")
     assert set(patch) <= {"healing", "gpu"}
     assert "conditions" not in patch
 
 
 def test_status_patch_changes_only_the_ratio() -> None:
     d = decide_from(policy.PolicyState(phase="Serving", fallback_replicas=1), 0.5)
-    current = healing.healing_status({}, d, True, 3, NOW)
+    current = healing_patches.healing_status({}, d, True, 3, NOW)
     d2 = policy.decide(
         CFG,
         d.state,
@@ -105,40 +105,40 @@ def test_status_patch_changes_only_the_ratio() -> None:
             time=T0 + 1, gpu_pods=(policy.PodObservation("p0", metrics=policy.GPUMetrics(0.6)),)
         ),
     )
-    patch = healing.healing_status(current, d2, True, 3, NOW)
+    patch = healing_patches.healing_status(current, d2, True, 3, NOW)
     assert patch == {"gpu": {"memoryUsedRatio": 0.6}}
 
 
 @pytest.mark.parametrize(
     ("tier", "expected"),
     [
-        ("fallback", {build.LABEL_TIER: "fallback"}),
-        ("both", {build.LABEL_TIER: None}),
+        ("fallback", {names.LABEL_TIER: "fallback"}),
+        ("both", {names.LABEL_TIER: None}),
     ],
 )
 def test_front_selector_patch(tier: str, expected: dict[str, Any]) -> None:
     service = build.build_front_service(VS, build.Routing("gpu"))
-    patch = healing.front_selector_patch(service, VS, build.Routing(tier))  # type: ignore[arg-type]
+    patch = healing_patches.front_selector_patch(service, VS, build.Routing(tier))  # type: ignore[arg-type]
     assert patch is not None
     selector = patch["spec"]["selector"]
-    assert selector[build.LABEL_TIER] == expected[build.LABEL_TIER]
-    assert selector[build.LABEL_INSTANCE] == "tts"
+    assert selector[names.LABEL_TIER] == expected[names.LABEL_TIER]
+    assert selector[names.LABEL_INSTANCE] == "tts"
     # Already right: nothing to write.
     right = build.build_front_service(VS, build.Routing(tier))  # type: ignore[arg-type]
-    assert healing.front_selector_patch(right, VS, build.Routing(tier)) is None  # type: ignore[arg-type]
+    assert healing_patches.front_selector_patch(right, VS, build.Routing(tier)) is None  # type: ignore[arg-type]
 
 
 def test_front_selector_stays_on_gpu_without_fallback() -> None:
     off = parse_voiceservice(vs_manifest(fallback={"enabled": False}))
     service = build.build_front_service(off, build.Routing("gpu"))
-    assert healing.front_selector_patch(service, off, build.Routing("fallback")) is None
+    assert healing_patches.front_selector_patch(service, off, build.Routing("fallback")) is None
 
 
 def test_scale_patches_respect_the_hpa() -> None:
     routing = build.Routing("fallback", fallback_replicas=3)
     hpa = build.build_fallback_hpa(VS, build.Routing())
     deployment = build.build_fallback_deployment(VS, build.Routing(), _settings())
-    patches = healing.fallback_scale_patches(VS, routing, hpa, deployment)
+    patches = healing_patches.fallback_scale_patches(VS, routing, hpa, deployment)
     assert [(p.kind, p.patch) for p in patches] == [
         ("HorizontalPodAutoscaler", {"spec": {"minReplicas": 3}}),
         ("Deployment", {"spec": {"replicas": 3}}),
@@ -146,7 +146,7 @@ def test_scale_patches_respect_the_hpa() -> None:
     # Back to standby: only the HPA minimum moves; the HPA scales the pods down itself.
     scaled = {**deployment, "spec": {**deployment["spec"], "replicas": 3}}
     hpa3 = {**hpa, "spec": {**hpa["spec"], "minReplicas": 3}}
-    patches = healing.fallback_scale_patches(VS, build.Routing("gpu", 1), hpa3, scaled)
+    patches = healing_patches.fallback_scale_patches(VS, build.Routing("gpu", 1), hpa3, scaled)
     assert [(p.kind, p.patch) for p in patches] == [
         ("HorizontalPodAutoscaler", {"spec": {"minReplicas": 1}}),
     ]
@@ -155,18 +155,20 @@ def test_scale_patches_respect_the_hpa() -> None:
 def test_scale_patches_without_hpa_set_replicas() -> None:
     no_hpa = parse_voiceservice(vs_manifest(autoscaling={"enabled": False}))
     deployment = build.build_fallback_deployment(no_hpa, build.Routing(), _settings())
-    patches = healing.fallback_scale_patches(no_hpa, build.Routing("both", 2), None, deployment)
+    patches = healing_patches.fallback_scale_patches(
+        no_hpa, build.Routing("both", 2), None, deployment
+    )
     assert [(p.kind, p.patch) for p in patches] == [("Deployment", {"spec": {"replicas": 2}})]
-    same = healing.fallback_scale_patches(no_hpa, build.Routing("gpu", 1), None, deployment)
+    same = healing_patches.fallback_scale_patches(no_hpa, build.Routing("gpu", 1), None, deployment)
     assert same == []
 
 
 def test_transition_event_shape() -> None:
     d = failed_over_decision()
     assert d.transition is not None
-    event = healing.transition_event(vs_manifest(), d.transition, NOW, "op-0")
+    event = healing_patches.transition_event(vs_manifest(), d.transition, NOW, "op-0")
     assert event["type"] == "Warning"
-    assert event["reason"] == policy.REASON_GPU_MEMORY_CRITICAL
+    assert event["reason"] == reasons.GPU_MEMORY_CRITICAL
     assert event["involvedObject"]["kind"] == "VoiceService"
     assert event["involvedObject"]["uid"] == "u-1"
     assert "Serving → FailedOver" in event["message"]
@@ -219,7 +221,7 @@ def test_status_patch_removes_signals_that_ended() -> None:
     state = policy.PolicyState(phase="Serving", fallback_replicas=1)
     pressured = decide_from(state, 0.93)
     assert set(pressured.state.signals) == {policy.SIGNAL_PRESSURE}
-    current = healing.healing_status({}, pressured, True, 3, NOW)
+    current = healing_patches.healing_status({}, pressured, True, 3, NOW)
     assert set(current["healing"]["signals"]) == {policy.SIGNAL_PRESSURE}
     healthy = policy.decide(
         CFG,
@@ -228,7 +230,7 @@ def test_status_patch_removes_signals_that_ended() -> None:
             time=T0 + 1, gpu_pods=(policy.PodObservation("p0", metrics=policy.GPUMetrics(0.5)),)
         ),
     )
-    patch = healing.healing_status(current, healthy, True, 3, NOW)
+    patch = healing_patches.healing_status(current, healthy, True, 3, NOW)
     assert patch["healing"]["signals"] == {
         policy.SIGNAL_PRESSURE: None,
         policy.SIGNAL_HEALTHY: policy.to_rfc3339(T0 + 1),
@@ -243,23 +245,23 @@ def test_status_patch_removes_signals_that_ended() -> None:
             time=T0 + 2, gpu_pods=(policy.PodObservation("p0", metrics=policy.GPUMetrics(0.5)),)
         ),
     )
-    assert healing.healing_status(applied, again, True, 3, NOW) == {}
+    assert healing_patches.healing_status(applied, again, True, 3, NOW) == {}
 
 
 def test_no_signals_write_nothing_into_an_empty_status() -> None:
     # Memory in the hysteresis band: no signal pending at all.
     d = decide_from(policy.PolicyState(phase="Serving", fallback_replicas=1), 0.87)
     assert d.state.signals == {}
-    patch = healing.healing_status({}, d, True, 3, NOW)
+    patch = healing_patches.healing_status({}, d, True, 3, NOW)
     assert "healing" not in patch
-    assert healing.healing_status(patch, d, True, 3, NOW) == {}
+    assert healing_patches.healing_status(patch, d, True, 3, NOW) == {}
 
 
 def test_each_status_field_has_one_writer() -> None:
     # The healing loop's patch never names a field the spec reconcile owns...
     core_owned = {"observedGeneration", "ready"}
     d = failed_over_decision()
-    patch = healing.healing_status({}, d, True, 3, NOW)
+    patch = healing_patches.healing_status({}, d, True, 3, NOW)
     assert not core_owned & set(patch)
     assert set(patch["gpu"]) == {"memoryUsedRatio"}
     assert set(patch["fallback"]) == {"desiredReplicas"}

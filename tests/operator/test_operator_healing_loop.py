@@ -37,7 +37,7 @@ from healing_harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient
-from voiceops_operator import build, healing, policy
+from voiceops_operator import healing, healing_patches, names, policy, reasons, tiers
 from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
@@ -141,7 +141,7 @@ class Service:
     async def front_tier(self) -> str:
         svc = await self.api.get(self.path("services", "tts"))
         assert svc is not None
-        return str(svc["spec"]["selector"].get(build.LABEL_TIER, "both"))
+        return str(svc["spec"]["selector"].get(names.LABEL_TIER, "both"))
 
     async def fallback_min(self) -> int:
         hpa = await self.api.get(
@@ -170,12 +170,12 @@ class Service:
         return [
             e
             for e in found.get("items") or []
-            if (e.get("source") or {}).get("component") == healing.COMPONENT
+            if (e.get("source") or {}).get("component") == healing_patches.COMPONENT
         ]
 
     async def gpu_pods(self) -> list[dict[str, Any]]:
         """The GPU tier's pods wherever they are (bound to a node or not)."""
-        selector = f"{build.LABEL_INSTANCE}=tts,{build.LABEL_TIER}=gpu"
+        selector = f"{names.LABEL_INSTANCE}=tts,{names.LABEL_TIER}=gpu"
         found = await self.api.request(
             "GET", f"/api/v1/namespaces/{self.namespace}/pods", params={"labelSelector": selector}
         )
@@ -187,7 +187,7 @@ async def _setup(
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
     namespace: str,
-    ready_tiers: tuple[str, ...] = build.TIERS,
+    ready_tiers: tuple[str, ...] = tiers.TIERS,
     **failover: Any,
 ) -> Service:
     """The VoiceService, its children (the core's reconcile), a ready pod in each tier asked."""
@@ -309,9 +309,9 @@ async def test_pressure_degrades_fails_over_and_recovers(
     assert status["failovers"] == 1
     assert status["lastTransition"]["reason"] == "GPUMemoryCritical"
     events = await service.operator_events()
-    reasons = [(e["reason"], e["type"]) for e in events]
-    assert ("GPUMemoryCritical", "Warning") in reasons
-    assert ("GPUMemoryHigh", "Warning") in reasons
+    event_reasons = [(e["reason"], e["type"]) for e in events]
+    assert ("GPUMemoryCritical", "Warning") in event_reasons
+    assert ("GPUMemoryHigh", "Warning") in event_reasons
     assert all(
         (e["involvedObject"]["kind"], e["involvedObject"]["name"]) == ("VoiceService", "tts")
         for e in events
@@ -395,7 +395,7 @@ async def test_gpu_pod_lost_with_no_gpu_left_to_reschedule_on_fails_over_once(
         assert [t.to_phase for t in transitions] == ["FailedOver"]
         # Serving with no ready GPU pod and a ready fallback pod is a fact: at once, not
         # after the unschedulable grace (which is for GPU pods that never started).
-        assert transitions[0].reason == policy.REASON_NO_READY_GPU_PODS
+        assert transitions[0].reason == reasons.NO_READY_GPU_PODS
         assert await service.front_tier() == "fallback"
 
         async def replacement_unschedulable() -> bool:
@@ -530,7 +530,7 @@ async def test_restart_mid_pending_pressure_resumes_the_window(
     restarted = healing.HealingLoop(runtime, namespace, "tts")
     seen = await step_until(restarted, service, phase_is("Degraded"))
     (degraded,) = seen
-    assert degraded.reason == policy.REASON_GPU_MEMORY_HIGH
+    assert degraded.reason == reasons.GPU_MEMORY_HIGH
     assert degraded.signal_since == pytest.approx(pressure_since, abs=1e-6)
     assert degraded.time < restarted_at + 2, "the pressure window restarted with the operator"
 
@@ -602,7 +602,7 @@ async def test_healing_write_racing_the_core_does_not_clobber_ready(
     assert decision is not None
     assert outcomes == [409, 200], "the loop must send resourceVersion and retry on 409"
     assert (await service.condition("Ready"))["message"] == "written by the core"
-    assert (await service.condition("Degraded"))["reason"] == policy.REASON_GPU_TIER_HEALTHY
+    assert (await service.condition("Degraded"))["reason"] == reasons.GPU_TIER_HEALTHY
     assert policy.SIGNAL_PRESSURE in await service.signals()
 
 

@@ -223,6 +223,21 @@ def test_running_again_after_a_crash_is_crash_looping_only_while_the_crash_is_re
     assert pod.last_termination_reason == "OOMKilled"
 
 
+def test_a_ready_container_on_an_unready_pod_is_not_crash_looping() -> None:
+    """Its node lost: the node lifecycle controller turns the pod unready, while the
+    container status still says what the kubelet last saw, ready, a crash ago."""
+    pod_dict = copy.deepcopy(CRASH_LOOP)
+    container = pod_dict["status"]["containerStatuses"][0]
+    container["state"] = {"running": {}}
+    container["ready"] = True
+    finished = datetime.fromtimestamp(NOW - 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    container["lastState"] = {"terminated": {"exitCode": 137, "reason": "OOMKilled",
+                                             "finishedAt": finished}}  # fmt: skip
+    pod = observe.classify_pod(pod_dict, NOW)
+    assert pod.ready is False
+    assert pod.crash_looping is False
+
+
 def test_build_observation_skips_terminating_and_counts_fallback_ready() -> None:
     terminating = copy.deepcopy(RUNNING_READY)
     terminating["metadata"]["name"] = "tts-gpu-old"

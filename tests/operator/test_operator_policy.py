@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 from pydantic import ValidationError
-from voiceops_operator import policy
+from voiceops_operator import policy, reasons
 from voiceops_operator.policy import (
     GPUMetrics,
     Observation,
@@ -75,7 +75,7 @@ def test_pending_to_serving_when_a_gpu_pod_is_ready() -> None:
         [obs(0, gpu(name="p", ready=False, metrics=None)), obs(1, gpu(0.3))],
         state=PolicyState(),
     )
-    assert transitions(ds) == [("Pending", "Serving", policy.REASON_GPU_TIER_READY)]
+    assert transitions(ds) == [("Pending", "Serving", reasons.GPU_TIER_READY)]
     assert ds[-1].active_tier == "gpu"
 
 
@@ -96,7 +96,7 @@ def test_pending_fails_over_when_unschedulable_past_grace() -> None:
         unschedulable_message="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
     )
     ds = run([obs(t, pod) for t in range(0, 10)], state=PolicyState())
-    assert transitions(ds) == [("Pending", "FailedOver", policy.REASON_GPU_UNSCHEDULABLE)]
+    assert transitions(ds) == [("Pending", "FailedOver", reasons.GPU_UNSCHEDULABLE)]
     first = next(d for d in ds if d.transition)
     # No ready GPU pod since 0 (the window has long held); the grace decides.
     assert first.transition.time == T0 + 5
@@ -106,7 +106,7 @@ def test_pending_fails_over_when_unschedulable_past_grace() -> None:
 
 def test_memory_high_sustained_degrades_and_scales_fallback() -> None:
     ds = run([obs(0, gpu(0.5)), *[obs(t, gpu(0.93)) for t in range(1, 6)]])
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_GPU_MEMORY_HIGH)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.GPU_MEMORY_HIGH)]
     d = next(d for d in ds if d.transition)
     assert d.transition.time == T0 + 3  # first high at 1, window 2
     assert d.transition.signal_since == T0 + 1
@@ -116,7 +116,7 @@ def test_memory_high_sustained_degrades_and_scales_fallback() -> None:
 
 def test_memory_critical_fails_over_from_serving() -> None:
     ds = run([obs(t, gpu(0.99), gpu_replicas=3) for t in range(5)])
-    assert transitions(ds) == [("Serving", "FailedOver", policy.REASON_GPU_MEMORY_CRITICAL)]
+    assert transitions(ds) == [("Serving", "FailedOver", reasons.GPU_MEMORY_CRITICAL)]
     d = ds[-1]
     assert d.active_tier == "fallback"
     assert d.fallback_replicas == 3  # covers the 3 GPU replicas
@@ -133,8 +133,8 @@ def test_degraded_then_failed_over_respects_cooldown() -> None:
     steps = [obs(t, gpu(0.93)) for t in range(0, 3)] + [obs(t, gpu(0.99)) for t in range(3, 12)]
     ds = run(steps, config=config)
     assert transitions(ds) == [
-        ("Serving", "Degraded", policy.REASON_GPU_MEMORY_HIGH),
-        ("Degraded", "FailedOver", policy.REASON_GPU_MEMORY_CRITICAL),
+        ("Serving", "Degraded", reasons.GPU_MEMORY_HIGH),
+        ("Degraded", "FailedOver", reasons.GPU_MEMORY_CRITICAL),
     ]
     times = [d.transition.time - T0 for d in ds if d.transition]
     assert times == [2, 7]  # critical held since 3 (window ok at 5) but cooldown until 7
@@ -143,12 +143,12 @@ def test_degraded_then_failed_over_respects_cooldown() -> None:
 def test_no_ready_gpu_pod_fails_over() -> None:
     down = gpu(name="p", ready=False, metrics=None)
     ds = run([obs(0, gpu(0.3)), *[obs(t, down) for t in range(1, 5)]])
-    assert transitions(ds) == [("Serving", "FailedOver", policy.REASON_NO_READY_GPU_PODS)]
+    assert transitions(ds) == [("Serving", "FailedOver", reasons.NO_READY_GPU_PODS)]
 
 
 def test_no_gpu_pods_at_all_fails_over() -> None:
     ds = run([obs(t) for t in range(4)])
-    assert transitions(ds) == [("Serving", "FailedOver", policy.REASON_NO_READY_GPU_PODS)]
+    assert transitions(ds) == [("Serving", "FailedOver", reasons.NO_READY_GPU_PODS)]
 
 
 def test_crash_loop_beyond_threshold_fails_over() -> None:
@@ -161,13 +161,13 @@ def test_crash_loop_beyond_threshold_fails_over() -> None:
         last_termination_reason="OOMKilled",
     )
     ds = run([obs(t, looping) for t in range(4)])
-    assert transitions(ds) == [("Serving", "FailedOver", policy.REASON_GPU_CRASH_LOOP)]
+    assert transitions(ds) == [("Serving", "FailedOver", reasons.GPU_CRASH_LOOP)]
 
 
 def test_one_crash_looping_pod_among_healthy_ones_degrades() -> None:
     looping = gpu(name="b", ready=False, metrics=None, restarts=5, crash_looping=True)
     ds = run([obs(t, gpu(0.4, name="a"), looping, gpu_replicas=2) for t in range(4)])
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_GPU_CRASH_LOOP)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.GPU_CRASH_LOOP)]
 
 
 def test_unschedulable_within_grace_with_ready_pods_changes_nothing() -> None:
@@ -179,32 +179,32 @@ def test_unschedulable_within_grace_with_ready_pods_changes_nothing() -> None:
 def test_unschedulable_past_grace_with_ready_pods_degrades() -> None:
     pending = gpu(name="b", ready=False, metrics=None, phase="Pending", unschedulable_since=T0)
     ds = run([obs(t, gpu(0.4, name="a"), pending) for t in range(10)])
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_GPU_UNSCHEDULABLE)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.GPU_UNSCHEDULABLE)]
     assert next(d for d in ds if d.transition).transition.time == T0 + 7
 
 
 def test_all_gpu_pods_unschedulable_past_grace_fail_over_with_that_reason() -> None:
     pending = gpu(name="b", ready=False, metrics=None, phase="Pending", unschedulable_since=T0 - 9)
     ds = run([obs(t, pending) for t in range(4)])
-    assert transitions(ds) == [("Serving", "FailedOver", policy.REASON_GPU_UNSCHEDULABLE)]
+    assert transitions(ds) == [("Serving", "FailedOver", reasons.GPU_UNSCHEDULABLE)]
 
 
 def test_pod_reporting_degraded_degrades() -> None:
     sick = gpu(metrics=GPUMetrics(memory_used_ratio=0.4, degraded=True))
     ds = run([obs(t, sick) for t in range(4)])
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_GPU_POD_DEGRADED)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.GPU_POD_DEGRADED)]
 
 
 def test_all_metrics_unknown_degrades_not_fails_over() -> None:
     blind = gpu(metrics=None)
     ds = run([obs(t, blind) for t in range(10)])
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_METRICS_UNAVAILABLE)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.METRICS_UNAVAILABLE)]
     assert ds[-1].active_tier == "both"
 
 
 def test_some_metrics_unknown_degrades() -> None:
     ds = run([obs(t, gpu(0.3, name="a"), gpu(name="b", metrics=None)) for t in range(4)])
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_METRICS_UNAVAILABLE)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.METRICS_UNAVAILABLE)]
 
 
 def test_unknown_metrics_block_recovery() -> None:
@@ -230,9 +230,9 @@ def test_full_cycle_failover_recovering_serving() -> None:
     ]
     ds = run(steps)
     assert transitions(ds) == [
-        ("Serving", "FailedOver", policy.REASON_GPU_MEMORY_CRITICAL),
-        ("FailedOver", "Recovering", policy.REASON_RECOVERING),
-        ("Recovering", "Serving", policy.REASON_RECOVERED),
+        ("Serving", "FailedOver", reasons.GPU_MEMORY_CRITICAL),
+        ("FailedOver", "Recovering", reasons.RECOVERING),
+        ("Recovering", "Serving", reasons.RECOVERED),
     ]
     by_phase = {d.transition.to_phase: d for d in ds if d.transition}
     assert by_phase["Recovering"].transition.time == T0 + 6  # healthy since 4, window 2
@@ -247,9 +247,9 @@ def test_full_cycle_failover_recovering_serving() -> None:
 def test_degraded_recovers_through_recovering() -> None:
     steps = [obs(t, gpu(0.93)) for t in range(0, 3)] + [obs(t, gpu(0.5)) for t in range(3, 15)]
     assert transitions(run(steps)) == [
-        ("Serving", "Degraded", policy.REASON_GPU_MEMORY_HIGH),
-        ("Degraded", "Recovering", policy.REASON_RECOVERING),
-        ("Recovering", "Serving", policy.REASON_RECOVERED),
+        ("Serving", "Degraded", reasons.GPU_MEMORY_HIGH),
+        ("Degraded", "Recovering", reasons.RECOVERING),
+        ("Recovering", "Serving", reasons.RECOVERED),
     ]
 
 
@@ -263,7 +263,7 @@ def test_relapse_while_recovering_goes_back_to_failed_over() -> None:
         failovers=1,
     )
     ds = run([obs(t, gpu(0.99)) for t in range(4)], state=recovering)
-    assert transitions(ds) == [("Recovering", "FailedOver", policy.REASON_GPU_MEMORY_CRITICAL)]
+    assert transitions(ds) == [("Recovering", "FailedOver", reasons.GPU_MEMORY_CRITICAL)]
     assert ds[-1].state.failovers == 2
     assert ds[-1].fallback_replicas == 3
 
@@ -273,7 +273,7 @@ def test_pressure_while_recovering_goes_back_to_degraded() -> None:
         phase="Recovering", active_tier="both", last_transition_time=T0 - 10, fallback_replicas=2
     )
     ds = run([obs(t, gpu(0.92)) for t in range(4)], state=recovering)
-    assert transitions(ds) == [("Recovering", "Degraded", policy.REASON_GPU_MEMORY_HIGH)]
+    assert transitions(ds) == [("Recovering", "Degraded", reasons.GPU_MEMORY_HIGH)]
 
 
 def test_hysteresis_band_neither_degrades_nor_recovers() -> None:
@@ -297,7 +297,7 @@ def test_fallback_disabled_never_routes_to_it() -> None:
     config = CFG.model_copy(update={"fallback_enabled": False, "fallback_standby_replicas": 0})
     steps = [obs(t, gpu(0.99)) for t in range(10)]
     ds = run(steps, config=config)
-    assert transitions(ds) == [("Serving", "Degraded", policy.REASON_GPU_MEMORY_CRITICAL)]
+    assert transitions(ds) == [("Serving", "Degraded", reasons.GPU_MEMORY_CRITICAL)]
     assert all(d.active_tier == "gpu" for d in ds)
     assert all(d.fallback_replicas == 0 for d in ds)
     assert "no fallback tier" in ds[-1].message
@@ -329,7 +329,7 @@ def test_restart_mid_recovery_keeps_the_recovery_clock() -> None:
     resumed = policy.state_from_status(status)
     assert resumed.signals[policy.SIGNAL_HEALTHY] == T0 + 4
     after = run([obs(t, gpu(0.5)) for t in range(8, 12)], state=resumed)
-    assert transitions(after) == [("Recovering", "Serving", policy.REASON_RECOVERED)]
+    assert transitions(after) == [("Recovering", "Serving", reasons.RECOVERED)]
     assert next(x for x in after if x.transition).transition.time == T0 + 10
 
 
@@ -409,7 +409,7 @@ def test_pending_without_fallback_degrades_instead_of_failing_over() -> None:
     config = CFG.model_copy(update={"fallback_enabled": False, "fallback_standby_replicas": 0})
     pod = gpu(name="p", ready=False, metrics=None, phase="Pending", unschedulable_since=T0)
     ds = run([obs(t, pod) for t in range(10)], state=PolicyState(), config=config)
-    assert transitions(ds) == [("Pending", "Degraded", policy.REASON_GPU_UNSCHEDULABLE)]
+    assert transitions(ds) == [("Pending", "Degraded", reasons.GPU_UNSCHEDULABLE)]
     assert ds[-1].active_tier == "gpu"
     assert "no fallback tier" in ds[-1].message
 
@@ -517,7 +517,7 @@ def test_every_decision_carries_its_assessment_recheck_and_replacements() -> Non
     fault = policy.GPUFault("0", "GPU-1", "xid_79")
     faulty = gpu(0.5, name="bad", node="n1", gpu_faults=(fault,))
     for d in run([obs(0, faulty, gpu(0.5, name="good")), obs(3, faulty, gpu(0.5, name="good"))]):
-        assert d.assessment.reason == policy.REASON_GPU_HARDWARE_FAULT
+        assert d.assessment.reason == reasons.GPU_HARDWARE_FAULT
         assert d.replace == (policy.Replacement("bad", "n1", (fault,)),)
         assert d.recheck_at is not None
     first, second = run([obs(0, faulty, gpu(0.5, name="good")), obs(3, faulty, gpu(0.5, "good"))])
@@ -575,7 +575,7 @@ def test_no_ready_fallback_while_failed_over_degrades_at_once_saying_why() -> No
     observation = Observation(time=T0 + 1, gpu_pods=(gpu(0.99),), fallback_ready=0)
     d = decide(CFG, failed_over, observation)
     assert d.phase == "Degraded"
-    assert d.reason == policy.REASON_NO_READY_FALLBACK_PODS
+    assert d.reason == reasons.NO_READY_FALLBACK_PODS
     assert d.message.endswith("the GPU tier serves under pressure rather than nothing, at once")
 
 
@@ -590,7 +590,7 @@ def test_the_status_names_the_last_transition_in_full() -> None:
         "time": policy.to_rfc3339(T0 + 2),
         "from": "Serving",
         "to": "FailedOver",
-        "reason": policy.REASON_GPU_MEMORY_CRITICAL,
+        "reason": reasons.GPU_MEMORY_CRITICAL,
         "message": d.message,
     }
     assert status["phase"] == "FailedOver"
@@ -649,7 +649,7 @@ def test_a_hardware_fault_message_names_pods_nodes_and_gpus() -> None:
         gpu(0.5, name="e"),
     ]
     a = policy.assess(CFG, obs(0, *pods))
-    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, policy.REASON_GPU_HARDWARE_FAULT)
+    assert (a.severity, a.reason) == (policy.Severity.PRESSURE, reasons.GPU_HARDWARE_FAULT)
     assert a.message == (
         "GPU hardware fault on 4 of 5 GPU pods: "
         "a on n1: GPU 0 (GPU-1): xid_79, GPU 1 (no UUID): gpu_lost; "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voiceops_operator import policy
+from voiceops_operator import policy, reasons, tiers
 from voiceops_operator.policy import (
     GPUMetrics,
     Observation,
@@ -25,7 +25,7 @@ def at(*pods: PodObservation, fallback_ready: int | None) -> Observation:
     return Observation(time=T0, gpu_pods=pods, fallback_ready=fallback_ready)
 
 
-def state(phase: policy.Phase, tier: policy.Tier, **kw: object) -> PolicyState:
+def state(phase: tiers.Phase, tier: tiers.ActiveTier, **kw: object) -> PolicyState:
     return PolicyState(
         phase=phase,
         active_tier=tier,
@@ -40,7 +40,7 @@ def test_no_ready_gpu_pod_with_a_ready_fallback_fails_over_in_the_same_pass() ->
         d = decide(CFG, state(phase, tier), at(gpu(ready=False), fallback_ready=1))
         assert (d.phase, d.active_tier) == ("FailedOver", "fallback"), phase
         assert d.transition is not None
-        assert d.transition.reason == policy.REASON_NO_READY_GPU_PODS
+        assert d.transition.reason == reasons.NO_READY_GPU_PODS
         assert "at once" in d.transition.message
         assert d.state.failovers == 1
 
@@ -63,7 +63,7 @@ def test_a_lost_fallback_while_failed_over_routes_to_the_gpu_tier_at_once() -> N
     d = decide(CFG, failed_over, at(gpu(0.99), fallback_ready=0))
     assert (d.phase, d.active_tier) == ("Degraded", "both")
     assert d.transition is not None
-    assert d.transition.reason == policy.REASON_NO_READY_FALLBACK_PODS
+    assert d.transition.reason == reasons.NO_READY_FALLBACK_PODS
     assert d.state.failovers == 1  # not a failover
 
 
@@ -72,7 +72,7 @@ def test_a_failover_to_an_empty_fallback_tier_becomes_degraded() -> None:
     serving = PolicyState(phase="Serving", active_tier="gpu", signals=failing_since)
     d = decide(CFG, serving, at(gpu(0.99), fallback_ready=0))
     assert (d.phase, d.active_tier) == ("Degraded", "both")
-    assert d.reason == policy.REASON_NO_READY_FALLBACK_PODS
+    assert d.reason == reasons.NO_READY_FALLBACK_PODS
     assert d.fallback_replicas > 1  # the fallback tier scales up meanwhile
 
     # Still no ready fallback pod: it stays Degraded instead of flapping.

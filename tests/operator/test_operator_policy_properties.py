@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from voiceops_operator import policy
+from voiceops_operator import policy, tiers
 from voiceops_operator.policy import (
     GPUMetrics,
     Observation,
@@ -20,7 +20,7 @@ CFG = PolicyConfig(window_seconds=3, recover_after_seconds=8, unschedulable_afte
 
 ratios = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 gaps = st.floats(min_value=0.05, max_value=2.0, allow_nan=False)
-phases = st.sampled_from(policy.PHASES)
+phases = st.sampled_from(tiers.PHASES)
 
 
 def _pod(ratio: float) -> PodObservation:

@@ -44,7 +44,7 @@ from test_operator_crd import INVALID, with_spec
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient
 from voiceops_localcluster.operator_process import OperatorProcess
-from voiceops_operator import build, diff
+from voiceops_operator import build, diff, names
 from voiceops_operator.opmetrics import RECONCILE_DURATION_SECONDS
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import parse_status, parse_voiceservice
@@ -840,7 +840,7 @@ async def test_existing_unowned_child_is_adopted(cluster: Cluster) -> None:
     assert body is not None
     (owner,) = service["metadata"]["ownerReferences"]
     assert owner["uid"] == body["metadata"]["uid"]
-    assert service["spec"]["selector"] == build.tier_selector("tts", "gpu")
+    assert service["spec"]["selector"] == names.tier_selector("tts", "gpu")
     assert service["metadata"]["labels"]["team"] == "speech", "foreign labels are kept"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from operator_helpers import manifest
-from voiceops_operator import build
+from voiceops_operator import build, names
 from voiceops_operator.build import Routing
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import VoiceService, parse_voiceservice
@@ -67,10 +67,10 @@ def test_a_drain_evicts_one_pod_of_a_tier_at_a_time_and_never_waits_on_a_broken_
     assert pdb["kind"] == "PodDisruptionBudget"
     assert pdb["spec"] == {
         "maxUnavailable": 1,
-        "selector": {"matchLabels": build.tier_selector("tts", tier)},  # type: ignore[arg-type]
+        "selector": {"matchLabels": names.tier_selector("tts", tier)},  # type: ignore[arg-type]
         "unhealthyPodEvictionPolicy": "AlwaysAllow",
     }
-    assert pdb["metadata"]["labels"] == build.labels("tts", tier)  # type: ignore[arg-type]
+    assert pdb["metadata"]["labels"] == names.labels("tts", tier)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("tier", TIERS)
@@ -162,5 +162,5 @@ def test_pods_spread_over_nodes_but_still_schedule_on_one(
         "maxSkew": 1,
         "topologyKey": "kubernetes.io/hostname",
         "whenUnsatisfiable": "ScheduleAnyway",
-        "labelSelector": {"matchLabels": build.tier_selector("tts", tier)},  # type: ignore[arg-type]
+        "labelSelector": {"matchLabels": names.tier_selector("tts", tier)},  # type: ignore[arg-type]
     }

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from operator_helpers import manifest
 from voiceops_operator import spec
-from voiceops_operator.spec import InvalidSpec, parse_model_uri, parse_spec, parse_voiceservice
+from voiceops_operator.spec import (
+    InvalidSpec,
+    parse_model_uri,
+    parse_spec,
+    parse_voiceservice,
+    parsing,
+)
 
 
 def test_empty_spec_takes_every_default() -> None:
@@ -239,10 +245,10 @@ def test_a_rule_deep_in_a_list_item_is_named_where_it_sits() -> None:
 
 
 def test_list_indices_fill_a_rule_s_wildcards_in_order() -> None:
-    assert spec._fill_indices("spec.a[*].b[*].c", [2, 0]) == "spec.a[2].b[0].c"
-    assert spec._fill_indices("spec.a[*].b", [3, 1]) == "spec.a[3].b"
-    assert spec._fill_indices("spec.a.b", [4]) == "spec.a.b"
-    assert spec._fill_indices("spec.a[*].b[*]", [5]) == "spec.a[5].b[*]"
+    assert parsing._fill_indices("spec.a[*].b[*].c", [2, 0]) == "spec.a[2].b[0].c"
+    assert parsing._fill_indices("spec.a[*].b", [3, 1]) == "spec.a[3].b"
+    assert parsing._fill_indices("spec.a.b", [4]) == "spec.a.b"
+    assert parsing._fill_indices("spec.a[*].b[*]", [5]) == "spec.a[5].b[*]"
 
 
 def test_a_spec_error_says_its_field_once() -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from voiceops_operator import reasons
 from voiceops_operator import status as st
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
@@ -45,7 +46,7 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 def test_ready_only_when_the_serving_tier_has_ready_pods() -> None:
     not_ready = compute({}, deployment(1, 0), deployment(1, 1))
     assert condition(not_ready, st.READY)["status"] == "False"
-    assert condition(not_ready, st.READY)["reason"] == st.Reason.NO_READY_REPLICAS
+    assert condition(not_ready, st.READY)["reason"] == reasons.NO_READY_REPLICAS
     assert not_ready["phase"] == "Pending"
     ready = compute({}, deployment(1, 1), deployment(1, 0))
     assert condition(ready, st.READY)["status"] == "True"
@@ -70,7 +71,7 @@ def test_progressing_while_rolling_out() -> None:
     assert condition(rolling, st.PROGRESSING)["status"] == "True"
     done = compute({}, deployment(1, 1), deployment(1, 1))
     assert condition(done, st.PROGRESSING)["status"] == "False"
-    assert condition(done, st.PROGRESSING)["reason"] == st.Reason.ROLLOUT_COMPLETE
+    assert condition(done, st.PROGRESSING)["reason"] == reasons.ROLLOUT_COMPLETE
 
 
 def test_transition_time_moves_only_on_status_change() -> None:
@@ -108,7 +109,7 @@ def test_self_healing_fields_are_kept() -> None:
 def test_invalid_spec_status() -> None:
     status = st.invalid_spec_status({}, generation=4, message="spec.model.uri: bad", now=T0)
     ready = condition(status, st.READY)
-    assert (ready["status"], ready["reason"]) == ("False", st.Reason.INVALID_SPEC)
+    assert (ready["status"], ready["reason"]) == ("False", reasons.INVALID_SPEC)
     assert "spec.model.uri" in ready["message"]
     assert status["observedGeneration"] == 4
 
@@ -116,6 +117,16 @@ def test_invalid_spec_status() -> None:
 def test_status_patch_lists_changed_keys_only() -> None:
     assert st.status_patch({"a": 1, "b": 2}, {"a": 1, "b": 3}) == {"b": 3}
     assert st.status_patch({"a": 1, "gone": 1}, {"a": 1}) == {"gone": None}
+    # Nested maps too: only what changed, and keys dropped on purpose removed.
+    current = {"gpu": {"replicas": 1, "readyReplicas": 1, "memoryUsedRatio": 0.5}}
+    new = {"gpu": {"replicas": 2, "readyReplicas": 1}}
+    assert st.status_patch(current, new) == {"gpu": {"replicas": 2, "memoryUsedRatio": None}}
+
+
+def test_status_patch_compares_json_values_exactly() -> None:
+    # The API server hands a written 1.0 back as 1: the same value, nothing to write.
+    assert st.status_patch({"gpu": {"memoryUsedRatio": 1}}, {"gpu": {"memoryUsedRatio": 1.0}}) == {}
+    assert st.status_patch({"failovers": 0}, {"failovers": 0}) == {}
 
 
 def test_with_self_healing_on_the_reconcile_never_writes_phase_or_tier() -> None:
@@ -146,7 +157,7 @@ def test_conditions_say_which_tier_serves_and_for_which_generation() -> None:
         assert condition(status, st.READY) == {
             "type": st.READY,
             "status": "True",
-            "reason": st.Reason.SERVING_TIER_READY,
+            "reason": reasons.SERVING_TIER_READY,
             "message": f"serving from the {word}: {ready_line}",
             "lastTransitionTime": T0,
             "observedGeneration": 2,
@@ -154,7 +165,7 @@ def test_conditions_say_which_tier_serves_and_for_which_generation() -> None:
         assert condition(status, st.PROGRESSING) == {
             "type": st.PROGRESSING,
             "status": "False",
-            "reason": st.Reason.ROLLOUT_COMPLETE,
+            "reason": reasons.ROLLOUT_COMPLETE,
             "message": "all tiers rolled out",
             "lastTransitionTime": T0,
             "observedGeneration": 2,
@@ -164,7 +175,7 @@ def test_conditions_say_which_tier_serves_and_for_which_generation() -> None:
     assert condition(down, st.READY)["message"] == message
     assert condition(down, st.READY)["observedGeneration"] == 2
     rolling = compute({}, deployment(1, 1, generation=3, seen=2), deployment(1, 1))
-    assert condition(rolling, st.PROGRESSING)["reason"] == st.Reason.ROLLING_OUT
+    assert condition(rolling, st.PROGRESSING)["reason"] == reasons.ROLLING_OUT
     assert condition(rolling, st.PROGRESSING)["message"] == f"rolling out: {ready_line}"
     assert condition(rolling, st.PROGRESSING)["observedGeneration"] == 2
     odd = compute({"activeTier": "elsewhere"}, deployment(1, 1), deployment(1, 1))
@@ -254,7 +265,7 @@ def test_an_invalid_spec_keeps_the_rest_and_stops_progressing() -> None:
         assert condition(status, type_) == {
             "type": type_,
             "status": "False",
-            "reason": st.Reason.INVALID_SPEC,
+            "reason": reasons.INVALID_SPEC,
             "message": "spec.x: bad",
             "lastTransitionTime": T0,
             "observedGeneration": 4,
@@ -269,7 +280,7 @@ def test_a_failed_reconcile_shows_in_progressing_only() -> None:
     assert condition(failed, st.PROGRESSING) == {
         "type": st.PROGRESSING,
         "status": "False",
-        "reason": st.Reason.RECONCILE_FAILED,
+        "reason": reasons.RECONCILE_FAILED,
         "message": "boom",
         "lastTransitionTime": T0,  # Progressing was already False
         "observedGeneration": 2,
@@ -277,7 +288,7 @@ def test_a_failed_reconcile_shows_in_progressing_only() -> None:
     assert condition(failed, st.READY) == condition(current, st.READY)
     assert (
         st.failed_reconcile_status({}, generation=1, message="x", now=T0)["conditions"][0]["reason"]
-        == st.Reason.RECONCILE_FAILED
+        == reasons.RECONCILE_FAILED
     )
 
 

@@ -1,0 +1,119 @@
+"""kopf wiring of the self-healing loop: its daemon, the pod watch that wakes it, /metrics.
+
+Registered into a given registry by :func:`register` (no import-time side
+effects), next to the spec handlers, when SELF_HEALING is on (cli.build_registry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from voiceops_operator import names
+from voiceops_operator.healing import HealingLoop, HealingRuntime, make_runtime, run_loop
+from voiceops_operator.opmetrics import start_metrics_server
+from voiceops_operator.settings import OperatorSettings
+from voiceops_operator.spec import GROUP, PLURAL, VERSION
+
+
+class _QuietWakeUps(logging.Filter):
+    """Drop kopf's per-event "Handler 'healing-pod-wake' succeeded." (one per pod change)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno <= logging.INFO and "'healing-pod-wake' succeeded" in record.getMessage()
+        )
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Add the healing daemon, the pod-event wake-up and the /metrics server to ``registry``."""
+    objects_log = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietWakeUps) for f in objects_log.filters):
+        objects_log.addFilter(_QuietWakeUps())
+
+    @kopf.on.startup(registry=registry, id="healing-startup")
+    async def start_healing(memo: kopf.Memo, **_: Any) -> None:
+        runtime = await make_runtime(settings)
+        memo.healing = runtime
+        memo.operator_metrics = runtime.metrics  # the spec reconcile may time itself too
+        if settings.metrics_port:
+            memo.healing_metrics_server = await start_metrics_server(
+                runtime.metrics, settings.metrics_port
+            )
+
+    @kopf.on.cleanup(registry=registry, id="healing-cleanup")
+    async def stop_healing(memo: kopf.Memo, **_: Any) -> None:
+        server = getattr(memo, "healing_metrics_server", None)
+        if server is not None:
+            await server.cleanup()
+        runtime: HealingRuntime | None = getattr(memo, "healing", None)
+        if runtime is not None:
+            await runtime.close()
+
+    @kopf.index(
+        "",
+        "v1",
+        "pods",
+        registry=registry,
+        id="voiceops_pods",
+        labels={names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_INSTANCE: kopf.PRESENT},
+    )
+    async def voiceops_pods(
+        namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Pods by (namespace, VoiceService): kopf fills every index before daemons start."""
+        return {(namespace, labels[names.LABEL_INSTANCE]): dict(body)}
+
+    @kopf.daemon(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="healing",
+        cancellation_backoff=1.0,
+        cancellation_timeout=5.0,
+    )
+    async def healing_daemon(
+        stopped: kopf.DaemonStopped,
+        name: str,
+        namespace: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        voiceops_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+        **_: Any,
+    ) -> None:
+        runtime: HealingRuntime = memo.healing
+        key = (namespace, name)
+        wake = runtime.wakers.setdefault(key, asyncio.Event())
+
+        def pods() -> list[dict[str, Any]]:
+            return list(voiceops_pods.get(key, []))
+
+        try:
+            await run_loop(HealingLoop(runtime, namespace, name, pods), body, stopped, wake)
+        finally:
+            runtime.wakers.pop(key, None)
+            runtime.metrics.forget(namespace, name)
+
+    @kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        registry=registry,
+        id="healing-pod-wake",
+        labels={names.LABEL_MANAGED_BY: names.MANAGED_BY},
+    )
+    async def wake_on_pod_event(
+        labels: Mapping[str, str], namespace: str, memo: kopf.Memo, **_: Any
+    ) -> None:
+        runtime: HealingRuntime | None = getattr(memo, "healing", None)
+        instance = labels.get(names.LABEL_INSTANCE)
+        if runtime is None or not instance:
+            return
+        wake = runtime.wakers.get((namespace, instance))
+        if wake is not None:
+            wake.set()
