@@ -1109,6 +1109,8 @@ class NodeAgent:
         while True:
             await entry.dirty.wait()
             entry.dirty.clear()
+            if entry.node in self._paused:
+                continue  # a lost node tells nobody; resume_heartbeat sends it all again
             status = runtime.status()
             if status != entry.sent:
                 try:
@@ -1321,7 +1323,8 @@ class NodeAgent:
         return self.runtime(namespace, name).kill(container, sig)
 
     async def stop_heartbeat(self, node: str) -> None:
-        """The node stops renewing its Lease and posting status (a lost node)."""
+        """The node stops renewing its Lease and posting its and its pods' status (a lost
+        node); its pods' processes run on."""
         self._check_node(node)
         self._paused.add(node)
 
@@ -1333,7 +1336,7 @@ class NodeAgent:
         await self._renew_lease(node)
         await self._post_status(node)
         for entry in self.entries.values():
-            if entry.node == node and entry.sent is not None:
+            if entry.node == node:
                 entry.sent = None  # what it said before may have been overwritten since
                 entry.dirty.set()
 
