@@ -233,8 +233,15 @@ class ScenarioRun:
                 break
         if ok and step.traffic_moves_to is not None:
             tier = step.traffic_moves_to
+
+            def moved() -> bool:
+                # At some moment since the action, not necessarily now: a replacement
+                # may already have brought traffic back (node-lost reschedules).
+                history = self.observer.routing_history
+                return ev.fault_to_traffic_moved(history, tier, timing.action_at) is not None
+
             try:
-                await self._until(lambda: self.observer.endpoint_tiers() == {tier}, 60)
+                await self._until(moved, 60)
             except TimeoutError:
                 self.result.fail(
                     f"{timing.name}: the front Service's endpoints never all on {tier}"
