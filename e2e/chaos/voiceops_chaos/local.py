@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,9 @@ async def local_cluster(
     reason = pod_network.available()
     if reason is not None:
         raise RuntimeError(reason)
+    # Processes of ours that predate this cluster (a test session's own control plane)
+    # are not its leftovers.
+    earlier = {pid for pid, _ in child_processes(os.getpid())}
     nvml_dir = await build_fake_nvml(work_dir)
     states = {node: work_dir / f"nvml-{node}" for node in GPU_NODES}
     for path in states.values():
@@ -179,7 +182,7 @@ async def local_cluster(
         await api.close()
         api_port = plane.api_port
         await asyncio.to_thread(plane.stop)
-        found = await asyncio.to_thread(teardown_leftovers, network.tag, api_port)
+        found = await asyncio.to_thread(teardown_leftovers, network.tag, api_port, earlier)
         if cluster is not None:
             cluster.leftovers = found
 
@@ -216,12 +219,17 @@ def port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def teardown_leftovers(tag: str, api_port: int) -> list[str]:
-    """What a stopped local cluster left: processes, network namespaces, links, its port."""
+def teardown_leftovers(tag: str, api_port: int, earlier: Set[int] = frozenset()) -> list[str]:
+    """What a stopped local cluster left: processes (but ``earlier`` ones), network
+    namespaces, links, its port."""
     found = []
     spaces, links = pod_network.leftovers(tag)
     found += [f"network namespace {n}" for n in spaces] + [f"link {n}" for n in links]
-    found += [f"process {pid}: {cmd[:120]}" for pid, cmd in child_processes(os.getpid())]
+    found += [
+        f"process {pid}: {cmd[:120]}"
+        for pid, cmd in child_processes(os.getpid())
+        if pid not in earlier
+    ]
     if api_port and port_open(api_port):
         found.append(f"port 127.0.0.1:{api_port} (the API server's) still open")
     return found
