@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml mutation chaos
+.PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml mutation chaos redis-server
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml
 	$(BIN)/pip install --quiet -e contract -e operator -e service -e localcluster -e e2e/chaos -r requirements-dev.txt
 	touch $(STAMP)
 
-test: venv tools kube-binaries
+test: venv tools kube-binaries redis-server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -47,7 +47,7 @@ demo: venv kube-binaries
 mutation: venv
 	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
 
-bench: venv kube-binaries
+bench: venv kube-binaries redis-server
 	$(BIN)/python -m bench
 
 # Chaos testing under load (docs/chaos.md): the whole catalogue on the local cluster
@@ -55,6 +55,19 @@ bench: venv kube-binaries
 # chaos-report/. Options: make chaos CHAOS_ARGS="--scenarios gpu-pod-killed --duration 20"
 chaos: venv kube-binaries
 	$(BIN)/voiceops-chaos --report chaos-report --duration 60 --clients 2 $(CHAOS_ARGS)
+
+# redis-server (Debian package) for the long-text job tests and bench (docs/jobs.md):
+# installed only when missing, with apt-get as root; otherwise say how.
+redis-server:
+	@command -v redis-server >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing redis-server (apt-get)"; \
+		{ apt-get install -y -qq redis-server >/dev/null 2>&1 || \
+		  { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }; } && \
+		command -v redis-server >/dev/null; \
+	else \
+		echo "redis-server is missing: run 'sudo apt-get install -y redis-server' (the job tests skip without it; under CI=true they fail)"; \
+	fi
 
 # The real control plane's binaries (etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler), built once from Go modules into ~/.cache/voiceops/kube (needs Go >= 1.26

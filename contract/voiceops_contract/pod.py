@@ -37,6 +37,13 @@ ENV_POD_NAME = "VOICEOPS_POD_NAME"  # the pod's own name (downward API); notices
 ENV_ROUTING_PUBLIC_KEY = "VOICEOPS_ROUTING_PUBLIC_KEY"  # base64 raw key; empty = no notices
 ROUTING_AUDIENCE = "voiceops-routing"  # the notices' JWT audience
 ED25519_KEY_BYTES = 32  # a seed or a public key, each sent as base64 of the raw bytes
+# Long-text jobs (docs/jobs.md): chunks checkpointed in Redis, made by workers in every pod.
+ENV_JOBS_REDIS_URL = "VOICEOPS_JOBS_REDIS_URL"  # redis://...; empty = no job API, no worker
+ENV_JOBS_KEY_PREFIX = "VOICEOPS_JOBS_KEY_PREFIX"  # one prefix per VoiceService sharing a Redis
+ENV_JOBS_TTL_SECONDS = "VOICEOPS_JOBS_TTL_SECONDS"  # a job expires this long after creation
+ENV_JOBS_MAX_INPUT_CHARS = "VOICEOPS_JOBS_MAX_INPUT_CHARS"  # longest job input
+PATH_JOBS = "/v1/audio/jobs"
+HEADER_IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 def check_ed25519_base64(text: str, what: str) -> str:

@@ -27,6 +27,8 @@ from voiceops_service.engines.registry import create_engine
 from voiceops_service.errors import install_error_handlers
 from voiceops_service.faults import FaultState
 from voiceops_service.gpu import GpuMonitor
+from voiceops_service.jobs.api import jobs_router
+from voiceops_service.jobs.runtime import JobsRuntime
 from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.resilience import OomGuard, OomPolicy
 from voiceops_service.routing import (
@@ -179,15 +181,20 @@ def create_app(
         routing=RoutingState(metrics.routed),
     )
     metrics.set_engine_info(settings.engine, settings.voice, "loading", settings.device)
+    jobs = JobsRuntime(state) if settings.jobs_enabled else None  # docs/jobs.md
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         # Telemetry runs from the start: GPU memory matters while a model loads, too.
         poller = asyncio.create_task(state.gpu.run(), name="gpu-poller")
         loader = asyncio.create_task(load_service(state), name="engine-loader")
+        if jobs is not None:
+            jobs.start()
         try:
             yield {}
         finally:
+            if jobs is not None:
+                await jobs.stop()
             for task in (loader, poller):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -205,6 +212,9 @@ def create_app(
     app.include_router(speech_router)
     app.include_router(info_router)
     app.include_router(probe_router)
+    app.state.jobs = jobs
+    if jobs is not None:
+        app.include_router(jobs_router)
     if settings.faults_enabled:
         log.warning("fault injection is ENABLED at %s", "/admin/faults")
         app.include_router(faults_router)

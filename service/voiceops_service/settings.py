@@ -15,6 +15,7 @@ from voiceops_contract import pod
 EngineName = Literal["espeak", "vits"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 HARD_MAX_INPUT_CHARS = 4096  # the API contract (docs/architecture.md): never more
+HARD_MAX_JOB_INPUT_CHARS = 1_000_000  # a job (docs/jobs.md): never more
 
 
 class ServiceSettings(BaseSettings):
@@ -83,6 +84,19 @@ class ServiceSettings(BaseSettings):
         "empty = no /admin/routing endpoint.",
     )
 
+    # Long-text jobs (voiceops_service.jobs, docs/jobs.md); an empty URL turns them off.
+    jobs_redis_url: SecretStr = Field(
+        SecretStr(""), description="Redis holding job checkpoints; empty = no job API."
+    )
+    jobs_key_prefix: str = Field("voiceops:jobs:", min_length=1, max_length=200)
+    jobs_ttl_seconds: int = Field(86_400, ge=60, le=30 * 86_400)
+    jobs_max_input_chars: int = Field(200_000, ge=1, le=HARD_MAX_JOB_INPUT_CHARS)
+    jobs_workers: int = Field(1, ge=0, le=64, description="Chunk workers in this process.")
+    jobs_visibility_timeout_seconds: float = Field(
+        30.0, ge=0.2, le=3600, description="A chunk held this long by a silent worker is retaken."
+    )
+    jobs_max_attempts: int = Field(5, ge=1, le=100, description="Tries of one chunk, then failed.")
+
     @field_validator("service_engines", mode="before")
     @classmethod
     def _split_engines(cls, value: object) -> object:
@@ -128,6 +142,10 @@ class ServiceSettings(BaseSettings):
     def faults_enabled(self) -> bool:
         """Both the flag and a non-empty token (the app logs a warning for flag-only)."""
         return self.fault_injection and bool(self.fault_token.get_secret_value())
+
+    @property
+    def jobs_enabled(self) -> bool:
+        return bool(self.jobs_redis_url.get_secret_value())
 
     @property
     def routing_notices_enabled(self) -> bool:
