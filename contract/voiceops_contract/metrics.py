@@ -91,6 +91,42 @@ ENGINE_INFO = MetricSpec(
     "The engine this pod serves.",
     ("engine", "voice", "version", "device"),
 )
+MODEL_VERSION_INFO = MetricSpec(
+    "voiceops_model_version_info",
+    "info",
+    "The model version this pod serves and the one before it (model hot swap).",
+    ("version", "previous"),
+)
+MODEL_SWAPS_TOTAL = MetricSpec(
+    "voiceops_model_swaps_total",
+    "counter",
+    "Model swap attempts by result: swapped, unchanged, refused_memory, load_failed, "
+    "validation_failed, busy.",
+    ("result",),
+)
+MODEL_SWAP_SECONDS = MetricSpec(
+    "voiceops_model_swap_seconds",
+    "histogram",
+    "Time of a successful swap: load aside, validate, swap and drain the old model.",
+)
+AUDIO_CACHE_HITS_TOTAL = MetricSpec(
+    "voiceops_audio_cache_hits_total", "counter", "Speech answers served from the audio cache."
+)
+AUDIO_CACHE_MISSES_TOTAL = MetricSpec(
+    "voiceops_audio_cache_misses_total",
+    "counter",
+    "Cacheable speech requests the audio cache did not hold.",
+)
+AUDIO_CACHE_EVICTIONS_TOTAL = MetricSpec(
+    "voiceops_audio_cache_evictions_total",
+    "counter",
+    "Entries removed from the audio cache: capacity (least recently used, to stay within "
+    "its byte bound) or model_swap (another model version's audio).",
+    ("reason",),
+)
+AUDIO_CACHE_BYTES = MetricSpec(
+    "voiceops_audio_cache_bytes", "gauge", "Bytes of audio held by the audio cache."
+)
 
 ALL: tuple[MetricSpec, ...] = (
     GPU_MEMORY_USED_BYTES,
@@ -111,6 +147,13 @@ ALL: tuple[MetricSpec, ...] = (
     BATCH_SIZE,
     DEGRADED,
     ENGINE_INFO,
+    MODEL_VERSION_INFO,
+    MODEL_SWAPS_TOTAL,
+    MODEL_SWAP_SECONDS,
+    AUDIO_CACHE_HITS_TOTAL,
+    AUDIO_CACHE_MISSES_TOTAL,
+    AUDIO_CACHE_EVICTIONS_TOTAL,
+    AUDIO_CACHE_BYTES,
 )
 
 # Metrics that exist only when the pod can see a GPU: without one the service

@@ -37,6 +37,13 @@ ENV_POD_NAME = "VOICEOPS_POD_NAME"  # the pod's own name (downward API); notices
 ENV_ROUTING_PUBLIC_KEY = "VOICEOPS_ROUTING_PUBLIC_KEY"  # base64 raw key; empty = no notices
 ROUTING_AUDIENCE = "voiceops-routing"  # the notices' JWT audience
 ED25519_KEY_BYTES = 32  # a seed or a public key, each sent as base64 of the raw bytes
+# Model hot swap (docs/hot-swap.md): the token-guarded /admin/models API, off unless enabled.
+ENV_MODEL_ADMIN = "VOICEOPS_MODEL_ADMIN"  # "true" enables /admin/models
+ENV_MODEL_ADMIN_TOKEN = "VOICEOPS_MODEL_ADMIN_TOKEN"  # the token /admin/models requires
+ENV_MODEL_VERSION = "VOICEOPS_MODEL_VERSION"  # the loaded model's version; empty = a digest
+ENV_AUDIO_CACHE_MAX_BYTES = "VOICEOPS_AUDIO_CACHE_MAX_BYTES"  # 0 turns the audio cache off
+# Where a pod mounts spec.model.uri's PersistentVolumeClaim (pvc://claim/path -> here/path).
+MODEL_MOUNT_PATH = "/var/lib/voiceops/model"
 # Long-text jobs (docs/jobs.md): chunks checkpointed in Redis, made by workers in every pod.
 ENV_JOBS_REDIS_URL = "VOICEOPS_JOBS_REDIS_URL"  # redis://...; empty = no job API, no worker
 ENV_JOBS_KEY_PREFIX = "VOICEOPS_JOBS_KEY_PREFIX"  # one prefix per VoiceService sharing a Redis
@@ -69,9 +76,16 @@ PATH_FAULTS = "/admin/faults"
 # removes Authorization (the caller's credential) before it reaches the pod.
 FAULT_TOKEN_HEADER = "X-Voiceops-Fault-Token"
 PATH_ROUTING = "/admin/routing"
+PATH_MODELS_ADMIN = "/admin/models"  # GET: versions; POST: load aside, validate, swap
+PATH_MODELS_ROLLBACK = "/admin/models/rollback"  # POST: swap back to the previous version
+MODEL_ADMIN_TOKEN_HEADER = "X-Voiceops-Model-Token"  # beside Authorization: Bearer
 
 # Response headers of an audio answer: the engine and the voice that spoke.
 HEADER_ENGINE = "X-Voiceops-Engine"
 HEADER_VOICE = "X-Voiceops-Voice"
+# The model version that spoke (absent when a swap happened while the request ran), and
+# whether the answer came from the audio cache ("hit") or was synthesised ("miss").
+HEADER_MODEL_VERSION = "X-Voiceops-Model-Version"
+HEADER_AUDIO_CACHE = "X-Voiceops-Audio-Cache"
 
 DEFAULT_PORT = 8000

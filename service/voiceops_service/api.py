@@ -164,6 +164,15 @@ async def create_speech(request: Request) -> Response:
     plan = plan_speech(body, speech.voices, state.settings)
     if plan.stream:
         return await _start_stream(plan, request, state, speech, started)
+    models, cache, guard = state.models, state.audio_cache, state.guard
+    assert models is not None, "set with speech"
+    assert cache is not None, "set with speech"
+    assert guard is not None, "set with speech"
+    stamp = models.versions.stamp()
+    ticket = cache.ticket(body.input, plan, body.speed, models.versions, guard)
+    if ticket is not None and (hit := cache.get(ticket)) is not None:
+        state.metrics.request_duration_seconds.observe(time.perf_counter() - started)
+        return AudioResponse(hit.parts, MEDIA_TYPES[plan.response_format], dict(hit.headers))
     try:
         async with cancel_on_disconnect(request.receive):
             async with asyncio.timeout(state.settings.request_timeout_seconds):
@@ -178,6 +187,10 @@ async def create_speech(request: Request) -> Response:
         parts.insert(0, wav_header(rate, samples * 2))
     _observe(state, started, samples, rate, synth_seconds, first_audio=True)
     headers = _audio_headers(speech, state, plan.voice)
+    if models.versions.unchanged_since(stamp):  # else the versions that spoke are not known
+        headers[pod.HEADER_MODEL_VERSION] = stamp.version
+    if ticket is not None and cache.store(ticket, parts, headers, models.versions, guard):
+        headers[pod.HEADER_AUDIO_CACHE] = "miss"
     return AudioResponse(parts, MEDIA_TYPES[plan.response_format], headers)
 
 
@@ -352,15 +365,23 @@ info_router = APIRouter()
 
 
 @info_router.get("/v1/models")
-async def list_models(speech: SpeechDep, state: StateDep) -> dict[str, Any]:
-    """The same ids on every tier: OpenAI's, then every tier's engine (any selects this tier)."""
-    return {
+async def list_models(speech: SpeechDep, state: StateDep, versions: bool = False) -> dict[str, Any]:
+    """The same ids on every tier: OpenAI's, then every tier's engine (any selects this tier).
+
+    ``?versions=true`` adds this pod's model versions, active and previous (they
+    differ by tier and during a swap, so the plain listing leaves them out).
+    """
+    listing: dict[str, Any] = {
         "object": "list",
         "data": [
             {"id": model, "object": "model", "created": 0, "owned_by": "voiceops"}
             for model in speech.voices.models
         ],
     }
+    if versions and state.models is not None:
+        described = state.models.describe()
+        listing["versions"] = {"active": described["active"], "previous": described["previous"]}
+    return listing
 
 
 @info_router.get("/v1/audio/voices")

@@ -19,9 +19,11 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voiceops_service import __version__
+from voiceops_service.admin_models import models_admin_router
 from voiceops_service.admission import Admission
 from voiceops_service.api import faults_router, info_router, probe_router, speech_router
 from voiceops_service.batching import create_batcher
+from voiceops_service.cache import AudioCache
 from voiceops_service.engines.base import Engine
 from voiceops_service.engines.registry import create_engine
 from voiceops_service.errors import install_error_handlers
@@ -30,6 +32,7 @@ from voiceops_service.gpu import GpuMonitor
 from voiceops_service.jobs.api import jobs_router
 from voiceops_service.jobs.runtime import JobsRuntime
 from voiceops_service.metrics import ServiceMetrics
+from voiceops_service.models import ModelSwapper, VersionedEngine, initial_version
 from voiceops_service.resilience import OomGuard, OomPolicy
 from voiceops_service.routing import (
     ConnectionCloseWhileRoutedAway,
@@ -118,6 +121,9 @@ async def load_service(state: ServiceState) -> None:
     settings = state.settings
     try:
         engine, fallback = await asyncio.to_thread(_load_engines, settings)
+        # Every part below holds the versioned engine, so a model swap reaches all of them.
+        versions = VersionedEngine(await asyncio.to_thread(initial_version, settings, engine))
+        engine = versions
         guard = OomGuard(
             OomPolicy.from_settings(settings),
             metrics=state.metrics,
@@ -141,6 +147,13 @@ async def load_service(state: ServiceState) -> None:
     state.metrics.set_engine_info(engine.name, engine.default_voice, engine.version, engine.device)
     state.speech = SpeechService(
         engine, guard, runner, batcher, state.metrics, voices=voice_book(engine, settings)
+    )
+    cache = AudioCache(
+        settings.audio_cache_max_bytes, settings.audio_cache_max_chars, state.metrics
+    )
+    state.audio_cache = cache
+    state.models = ModelSwapper(
+        versions, settings, state.metrics, state.gpu, on_swapped=[cache.keep_only]
     )
     log.info(
         "ready: engine %s %s on %s, voice %s, fallback %s",
@@ -220,6 +233,11 @@ def create_app(
         app.include_router(faults_router)
     elif settings.fault_injection:
         log.warning("VOICEOPS_FAULT_INJECTION=true but VOICEOPS_FAULT_TOKEN is empty: faults off")
+    if settings.model_admin_enabled:
+        log.warning("the model admin API is ENABLED at %s", "/admin/models")
+        app.include_router(models_admin_router)
+    elif settings.model_admin:
+        log.warning("VOICEOPS_MODEL_ADMIN=true but VOICEOPS_MODEL_ADMIN_TOKEN is empty: it is off")
     if settings.routing_notices_enabled:
         app.include_router(
             routing_router(public_key(settings.routing_public_key), settings.pod_name)

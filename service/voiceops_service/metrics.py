@@ -64,6 +64,16 @@ class ServiceMetrics:
         self.engine_info = Info(
             _base_name(contract.ENGINE_INFO), contract.ENGINE_INFO.help, registry=r
         )
+        # Model hot swap and the audio cache (models.py, cache.py).
+        self.model_version_info = Info(
+            _base_name(contract.MODEL_VERSION_INFO), contract.MODEL_VERSION_INFO.help, registry=r
+        )
+        self.model_swaps_total = counter(contract.MODEL_SWAPS_TOTAL)
+        self.model_swap_seconds = histogram(contract.MODEL_SWAP_SECONDS, LATENCY_BUCKETS)
+        self.audio_cache_hits_total = counter(contract.AUDIO_CACHE_HITS_TOTAL)
+        self.audio_cache_misses_total = counter(contract.AUDIO_CACHE_MISSES_TOTAL)
+        self.audio_cache_evictions_total = counter(contract.AUDIO_CACHE_EVICTIONS_TOTAL)
+        self.audio_cache_bytes = gauge(contract.AUDIO_CACHE_BYTES)
         # Service-local extras (not part of the operator contract).
         self.routed = Gauge(
             "voiceops_routed",

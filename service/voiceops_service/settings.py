@@ -84,6 +84,29 @@ class ServiceSettings(BaseSettings):
         "empty = no /admin/routing endpoint.",
     )
 
+    # Model hot swap (voiceops_service.models, docs/hot-swap.md): token-guarded, off by default.
+    model_admin: bool = Field(False, description="Enable /admin/models (needs the token too).")
+    model_admin_token: SecretStr = SecretStr("")
+    model_version: str = Field(
+        "", max_length=200, description="The loaded model's version; empty = a digest of it."
+    )
+    model_swap_max_rtf: float = Field(
+        1.0, gt=0, le=1000, description="A candidate's canary must synthesise this fast or better."
+    )
+    model_swap_memory_critical_ratio: float = Field(
+        0.97,
+        gt=0,
+        le=1,
+        description="Loading a model aside is refused when it would push GPU memory past this.",
+    )
+    # The audio cache (voiceops_service.cache): finished audio of short inputs, by model version.
+    audio_cache_max_bytes: int = Field(
+        64 * 2**20, ge=0, le=2**40, description="Byte bound of the audio cache; 0 = off."
+    )
+    audio_cache_max_chars: int = Field(
+        200, ge=1, le=HARD_MAX_INPUT_CHARS, description="Longer inputs are never cached."
+    )
+
     # Long-text jobs (voiceops_service.jobs, docs/jobs.md); an empty URL turns them off.
     jobs_redis_url: SecretStr = Field(
         SecretStr(""), description="Redis holding job checkpoints; empty = no job API."
@@ -142,6 +165,11 @@ class ServiceSettings(BaseSettings):
     def faults_enabled(self) -> bool:
         """Both the flag and a non-empty token (the app logs a warning for flag-only)."""
         return self.fault_injection and bool(self.fault_token.get_secret_value())
+
+    @property
+    def model_admin_enabled(self) -> bool:
+        """Both the flag and a non-empty token (the app logs a warning for flag-only)."""
+        return self.model_admin and bool(self.model_admin_token.get_secret_value())
 
     @property
     def jobs_enabled(self) -> bool:

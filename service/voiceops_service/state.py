@@ -9,11 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from voiceops_service.admission import Admission
+from voiceops_service.cache import AudioCache
 from voiceops_service.engines.base import Engine
 from voiceops_service.errors import ApiError
 from voiceops_service.faults import FaultState
 from voiceops_service.gpu import GpuMonitor
 from voiceops_service.metrics import ServiceMetrics
+from voiceops_service.models import ModelSwapper
 from voiceops_service.resilience import OomGuard
 from voiceops_service.routing import RoutingState
 from voiceops_service.settings import ServiceSettings
@@ -43,6 +45,8 @@ class ServiceState:
     load_error: str | None = None
     on_fatal: Callable[[str], None] | None = None
     routing: RoutingState = field(default_factory=RoutingState)
+    models: ModelSwapper | None = None  # the versioned engine and its swapper, once loaded
+    audio_cache: AudioCache | None = None
 
     def not_ready_reasons(self) -> dict[str, str]:
         """Reason -> human message; empty when the pod should receive traffic."""

@@ -7,10 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from voiceops_contract.pod import MODEL_MOUNT_PATH
+
 from voiceops_operator.spec.errors import SpecError
 from voiceops_operator.spec.validation import PVC_NAME_PATTERN
 
-MODEL_MOUNT_PATH = "/var/lib/voiceops/model"
+__all__ = ["MODEL_MOUNT_PATH", "ModelSource", "parse_model_uri"]
 
 
 @dataclass(frozen=True)
