@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint fmt bench render clean kube-binaries fake-nvml mutation chaos redis-server
+.PHONY: web-test-deps chromium
 
 venv: $(STAMP)
 
@@ -16,7 +17,7 @@ $(STAMP): contract/pyproject.toml operator/pyproject.toml service/pyproject.toml
 	$(BIN)/pip install --quiet -e contract -e operator -e service -e localcluster -e e2e/chaos -r requirements-dev.txt
 	touch $(STAMP)
 
-test: venv tools kube-binaries redis-server
+test: venv tools kube-binaries redis-server web-test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
@@ -67,6 +68,33 @@ redis-server:
 		command -v redis-server >/dev/null; \
 	else \
 		echo "redis-server is missing: run 'sudo apt-get install -y redis-server' (the job tests skip without it; under CI=true they fail)"; \
+	fi
+
+# The web page's browser tests (tests/service/test_service_web_*.py): Debian's chromium,
+# driven by playwright from requirements-dev.txt (never its own browser download), and
+# axe-core from npm, reinstalled (npm ci) only when its lock file changed. Without
+# chromium the tests skip; under CI=true they fail.
+WEB_TEST_DIR := tests/service/web
+AXE_STAMP := $(WEB_TEST_DIR)/node_modules/.installed
+
+web-test-deps: chromium $(AXE_STAMP)
+
+chromium:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (apt-get)"; \
+		{ apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; } && \
+		command -v chromium >/dev/null; \
+	else \
+		echo "chromium is missing: run 'sudo apt-get install -y chromium' (the web UI tests skip without it; under CI=true they fail)"; \
+	fi
+
+$(AXE_STAMP): $(WEB_TEST_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(WEB_TEST_DIR) && npm ci --no-audit --no-fund --silent && touch node_modules/.installed; \
+	else \
+		echo "npm is missing: install Node.js (the web UI's accessibility test skips without axe-core; under CI=true it fails)"; \
 	fi
 
 # The real control plane's binaries (etcd, kube-apiserver, kube-controller-manager,

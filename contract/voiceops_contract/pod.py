@@ -71,6 +71,10 @@ PATH_LIVE = "/healthz"
 PATH_READY = "/readyz"
 PATH_METRICS = "/metrics"
 PATH_SPEECH = "/v1/audio/speech"
+# The web page (voiceops_service.web): on unless VOICEOPS_WEB_UI=false; "/" redirects there.
+ENV_WEB_UI = "VOICEOPS_WEB_UI"
+PATH_WEB = "/web/"
+PATH_WEB_STATUS = "/web/status.json"  # the page's JSON view of /readyz, admission and limits
 PATH_FAULTS = "/admin/faults"
 # The fault token's own header, beside Authorization: Bearer. The API server's pod proxy
 # removes Authorization (the caller's credential) before it reaches the pod.

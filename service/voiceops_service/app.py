@@ -44,6 +44,7 @@ from voiceops_service.settings import ServiceSettings
 from voiceops_service.speech import voice_book
 from voiceops_service.state import ServiceState
 from voiceops_service.synthesis import Batcher, EngineRunner, SpeechService
+from voiceops_service.web import web_router
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,8 @@ def create_app(
     app.include_router(speech_router)
     app.include_router(info_router)
     app.include_router(probe_router)
+    if settings.web_ui:
+        app.include_router(web_router())
     app.state.jobs = jobs
     if jobs is not None:
         app.include_router(jobs_router)

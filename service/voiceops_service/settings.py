@@ -64,6 +64,7 @@ class ServiceSettings(BaseSettings):
         "at most liveness_stall_seconds; unset = half of it.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    web_ui: bool = Field(True, description="Serve the web page at /web/ and its status JSON.")
 
     # One service to its clients: what the VoiceService advertises on every tier.
     service_engines: Annotated[tuple[EngineName, ...], NoDecode] = Field(
