@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from voiceops_contract import metrics, pod
 
@@ -33,6 +34,7 @@ from voiceops_operator.spec import (
     API_VERSION,
     KIND,
     MODEL_MOUNT_PATH,
+    JobsSpec,
     LabelSelector,
     NetworkPolicyPeer,
     ResourceRequirements,
@@ -52,6 +54,7 @@ RUN_AS_USER = 10001
 TMP_VOLUME = "tmp"
 MODEL_VOLUME = "model"
 DNS_PORT = 53
+REDIS_DEFAULT_PORT = 6379
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,38 @@ def _env(
     return env
 
 
+def jobs_key_prefix(namespace: str, name: str) -> str:
+    """Each VoiceService's jobs under their own keys, so several may share one Redis."""
+    return f"voiceops:{namespace}/{name}:"
+
+
+def jobs_env(namespace: str, name: str, jobs: JobsSpec) -> list[dict[str, Any]]:
+    """The job settings, the same on both tiers (docs/jobs.md); none while jobs are off."""
+    if not jobs.enabled:
+        return []
+    if jobs.redis_url:
+        url: dict[str, Any] = {"name": pod.ENV_JOBS_REDIS_URL, "value": jobs.redis_url}
+    else:
+        ref = jobs.redis_secret_ref
+        url = {
+            "name": pod.ENV_JOBS_REDIS_URL,
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        }
+    return [
+        url,
+        {"name": pod.ENV_JOBS_KEY_PREFIX, "value": jobs_key_prefix(namespace, name)},
+        {"name": pod.ENV_JOBS_TTL_SECONDS, "value": str(jobs.ttl_seconds)},
+        {"name": pod.ENV_JOBS_MAX_INPUT_CHARS, "value": str(jobs.max_input_chars)},
+    ]
+
+
+def redis_port(jobs: JobsSpec) -> int:
+    """The port the pods reach Redis on: the URL's, or Redis' default (a URL in a Secret)."""
+    if jobs.redis_url:
+        return urlsplit(jobs.redis_url).port or REDIS_DEFAULT_PORT
+    return REDIS_DEFAULT_PORT
+
+
 def restricted_security_context() -> dict[str, Any]:
     """Container securityContext meeting the restricted Pod Security Standard."""
     return {
@@ -275,7 +310,8 @@ def _pod_template(
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
-        "env": _env(spec, tier, engine, voice, model_path, routing_public_key),
+        "env": _env(spec, tier, engine, voice, model_path, routing_public_key)
+        + jobs_env(vs.namespace, vs.name, spec.jobs),
         "resources": resources,
         **_probes(spec),
         "securityContext": restricted_security_context(),
@@ -536,6 +572,8 @@ def build_network_policy(vs: VoiceService, metrics_readers: tuple[str, ...] = ()
                 ]
             }
         ]
+        if vs.spec.jobs.enabled:  # the pods keep job checkpoints in Redis
+            egress.append({"ports": [{"port": redis_port(vs.spec.jobs), "protocol": "TCP"}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

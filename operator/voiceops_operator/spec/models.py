@@ -19,6 +19,7 @@ from voiceops_operator.spec.rules import (
     FAILOVER_RULES,
     FALLBACK_RULES,
     GPU_RULES,
+    JOBS_RULES,
     LABEL_SELECTOR_RULES,
     PEER_RULES,
     SELECTOR_REQUIREMENT_RULES,
@@ -438,6 +439,55 @@ class FaultInjectionSpec(ApiModel):
     )
 
 
+# A Redis URL the spec may carry in the clear: no credentials (those go in a Secret).
+REDIS_URL_PATTERN = r"^$|^rediss?://[^@/\s]+(/[0-9]{1,2})?$"
+
+
+class RedisSecretRef(SecretKeyRef):
+    """The Secret key holding the whole Redis URL (with its password)."""
+
+    key: str = Field(
+        default="url",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+        description="Key in the Secret: letters, digits, '-', '_' and '.'.",
+    )
+
+
+class JobsSpec(ApiModel):
+    """Long texts as jobs: /v1/audio/jobs on both tiers, chunks checkpointed in Redis."""
+
+    __rules__: ClassVar[tuple[CrossFieldRule, ...]] = JOBS_RULES
+
+    enabled: bool = Field(
+        default=False,
+        description="Serve the job API (/v1/audio/jobs) and run chunk workers in every pod of "
+        "both tiers, sharing work and checkpoints through Redis (docs/jobs.md).",
+    )
+    redis_url: str = Field(
+        default="",
+        max_length=1024,
+        pattern=REDIS_URL_PATTERN,
+        description="redis://host:port/db of a Redis without a password (the chart's small "
+        "Redis: redis://<release>-redis.<namespace>:6379/0). One with credentials: "
+        "redisSecretRef.",
+    )
+    redis_secret_ref: RedisSecretRef = Field(
+        default=RedisSecretRef(),
+        description="Secret key holding the Redis URL (redis[s]://user:password@host:port/db).",
+    )
+    ttl_seconds: int = Field(
+        default=86_400,
+        ge=60,
+        le=2_592_000,
+        description="A job, its text and its audio are deleted this long after it was created.",
+    )
+    max_input_chars: int = Field(
+        default=200_000, ge=1, le=1_000_000, description="Longest accepted job input text."
+    )
+
+
 class LabelSelectorRequirement(ApiModel):
     """One matchExpressions entry of a Kubernetes label selector."""
 
@@ -569,6 +619,9 @@ class VoiceServiceSpec(ApiModel):
     network_policy: NetworkPolicySpec = Field(
         default=NetworkPolicySpec(),
         description="The NetworkPolicy around the pods (who may connect, outbound traffic).",
+    )
+    jobs: JobsSpec = Field(
+        default=JobsSpec(), description="Long-text jobs checkpointed in Redis (off by default)."
     )
 
     __rules__: ClassVar[tuple[CrossFieldRule, ...]] = SPEC_RULES

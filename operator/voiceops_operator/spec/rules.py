@@ -274,6 +274,15 @@ SPEC_RULES = (
         holds=lambda s: not s.fault_injection.enabled or s.fault_injection.token_secret_ref.name,
     ),
 )
+JOBS_RULES = (
+    CrossFieldRule(
+        rule="!self.enabled || ((self.redisUrl != '') != (self.redisSecretRef.name != ''))",
+        message="spec.jobs.redisUrl or spec.jobs.redisSecretRef.name is required when "
+        "spec.jobs.enabled: exactly one of them",
+        field=".redisUrl",
+        holds=lambda j: not j.enabled or (bool(j.redis_url) != bool(j.redis_secret_ref.name)),
+    ),
+)
 # Rules on the whole object (CEL may read metadata.name at the root).
 ROOT_RULES: tuple[tuple[str, str], ...] = (
     (
