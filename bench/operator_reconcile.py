@@ -4,10 +4,12 @@ Real parts: etcd, kube-apiserver, kube-controller-manager and kube-scheduler
 (``voiceops_localcluster.control_plane``; no nodes, so pods stay Pending) and the operator
 process (self-healing off: this measures the spec reconcile). Measures (1) the time
 from creating a VoiceService to all of its children existing (the watch event of the
-last child), median and p95 over N objects created one at a time and in a burst;
-(2) the operator's API requests per steady-state reconcile of unchanged objects
-(goal: zero writes), counted from the API server's audit log by user agent (kopf's
-and the spec reconcile's), so controllers' own writes are not counted.
+last child), median and p95 over N objects created one at a time and in a burst,
+and the operator's API requests while it built them; (2) the operator's API
+requests per steady-state reconcile of unchanged objects (goal: zero reads, zero
+writes). Requests are counted from the API server's audit log by user agent (kopf's
+and the spec reconcile's), so controllers' own writes are not counted; reconciles
+are counted from the operator's log (kopf logs each resync timer run).
 
     .venv/bin/python bench/operator_reconcile.py [--objects 50] [--resync 2]
 """
@@ -38,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHILDREN_PER_OBJECT = 10
 MANAGED = "app.kubernetes.io/managed-by=voiceops-operator"
 WRITES = {"create", "update", "patch", "delete", "deletecollection"}
+READS = {"get", "list"}  # a watch is neither: it is how the operator avoids reads
+RESYNC_DONE = "Timer 'register.<locals>.resync' succeeded"  # kopf, one per timer run
 
 
 def voiceservice(name: str) -> dict[str, Any]:
@@ -144,7 +148,36 @@ def _at(event: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-async def steady_state(plane: ControlPlane, resync: float, periods: int) -> dict[str, Any]:
+def _by_kind(events: list[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(f"{e.get('verb')} {_resource(e)}{_subresource(e)}" for e in events))
+
+
+def _refused(event: dict[str, Any]) -> bool:
+    return (event.get("responseStatus") or {}).get("code") == 409
+
+
+def creation_requests(
+    plane: ControlPlane, since: float, until: float, objects: int
+) -> dict[str, Any]:
+    """The operator's requests while it built ``objects`` VoiceServices (and the echoes)."""
+    ours = [e for e in plane.audit_events() if _ours(e) and since <= _at(e) < until]
+    reads = [e for e in ours if e.get("verb") in READS and e.get("userAgent") == USER_AGENT]
+    writes = [e for e in ours if e.get("verb") in WRITES]
+    return {
+        "reads_per_object": len(reads) / objects,
+        "writes_per_object": len(writes) / objects,
+        "refused_409": sum(1 for e in writes if _refused(e)),
+        "refused_by_kind": _by_kind([e for e in writes if _refused(e)]),
+    }
+
+
+def _timer_runs(operator_log: Path) -> int:
+    return operator_log.read_text(errors="replace").count(RESYNC_DONE)
+
+
+async def steady_state(
+    plane: ControlPlane, operator_log: Path, resync: float, periods: int
+) -> dict[str, Any]:
     # Let the creation echoes die down: the controllers catch up with a burst (pods
     # created under each ReplicaSet change the replica counts the status reports),
     # then three quiet resync periods in a row.
@@ -157,19 +190,19 @@ async def steady_state(plane: ControlPlane, resync: float, periods: int) -> dict
         if quiet == 3:
             break
     since = time.time()
+    runs_before = _timer_runs(operator_log)
     await asyncio.sleep(resync * periods)
+    reconciles = _timer_runs(operator_log) - runs_before
     ours = [e for e in plane.audit_events() if _ours(e) and _at(e) >= since]
-    reconciles = sum(
-        1 for e in ours if e.get("verb") == "get" and _resource(e) == "voiceservices"
-        and e.get("userAgent") == USER_AGENT
-    )  # fmt: skip
-    reads = sum(1 for e in ours if e.get("verb") in ("get", "list"))
+    reads = [e for e in ours if e.get("verb") in READS]
     writes = [e for e in ours if e.get("verb") in WRITES]
-    kinds = Counter(f"{e.get('verb')} {_resource(e)}{_subresource(e)}" for e in writes)
     return {
-        "writes_by_kind": dict(kinds),
+        "since": since,
+        "reads_by_kind": _by_kind(reads),
+        "writes_by_kind": _by_kind(writes),
         "reconciles": reconciles,
-        "reads_per_reconcile": reads / reconciles if reconciles else float("nan"),
+        "reads_total": len(reads),
+        "reads_per_reconcile": len(reads) / reconciles if reconciles else float("nan"),
         "writes_total": len(writes),
         "writes_per_reconcile": len(writes) / reconciles if reconciles else float("nan"),
     }
@@ -206,7 +239,8 @@ async def run(plane: ControlPlane, args: argparse.Namespace, work: Path) -> None
         VOICEOPS_OPERATOR_RESYNC_INTERVAL_SECONDS=str(args.resync),
     )
     script = Path(sys.executable).parent / "voiceops-operator"
-    with (work / "operator.log").open("w") as log:
+    operator_log = work / "operator.log"
+    with operator_log.open("w") as log:
         operator = await asyncio.create_subprocess_exec(
             str(script), "run", "--all-namespaces", env=env, stdout=log, stderr=log
         )
@@ -214,9 +248,12 @@ async def run(plane: ControlPlane, args: argparse.Namespace, work: Path) -> None
         await namespace(api, "bench-warmup")  # the first object waits for kopf to start
         await create(api, "bench-warmup", "warmup")
         await clock.wait([("bench-warmup", "warmup")], 120)
+        building = time.time()
         seq = await sequential(api, clock, args.objects)
         bur = await burst(api, clock, args.objects)
-        steady = await steady_state(plane, args.resync, args.periods)
+        steady = await steady_state(plane, operator_log, args.resync, args.periods)
+        # Up to the steady state: the creations' echoes (status, drift repair) count too.
+        built = creation_requests(plane, building, steady["since"], 2 * args.objects)
     finally:
         operator.send_signal(signal.SIGTERM)
         await asyncio.wait_for(operator.wait(), 30)
@@ -234,15 +271,31 @@ async def run(plane: ControlPlane, args: argparse.Namespace, work: Path) -> None
     print(row(f"burst of {args.objects}", bur))
     print()
     print(
+        f"Building them: the operator's requests per object ({2 * args.objects} objects, "
+        "creation to steady state)"
+    )
+    print("| reconcile reads | writes | refused 409 |")
+    print("|---|---|---|")
+    print(
+        f"| {built['reads_per_object']:.2f} | {built['writes_per_object']:.2f} "
+        f"| {built['refused_409']:.0f} |"
+    )
+    if built["refused_by_kind"]:
+        print(f"refused: {built['refused_by_kind']}")
+    print()
+    print(
         f"Steady state: {2 * args.objects + 1} unchanged objects, resync every {args.resync:g} s, "
         f"observed {args.periods} periods (the operator's requests, from the audit log)"
     )
-    print("| reconciles | API reads per reconcile | writes per reconcile | writes |")
-    print("|---|---|---|---|")
+    print("| reconciles | API reads per reconcile | writes per reconcile | reads | writes |")
+    print("|---|---|---|---|---|")
     print(
         f"| {steady['reconciles']:.0f} | {steady['reads_per_reconcile']:.1f} "
-        f"| {steady['writes_per_reconcile']:.2f} | {steady['writes_total']:.0f} |"
+        f"| {steady['writes_per_reconcile']:.2f} | {steady['reads_total']:.0f} "
+        f"| {steady['writes_total']:.0f} |"
     )
+    if steady["reads_by_kind"]:
+        print(f"reads: {steady['reads_by_kind']}")
     if steady["writes_by_kind"]:
         print(f"writes: {steady['writes_by_kind']}")
 

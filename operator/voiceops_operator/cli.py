@@ -132,9 +132,12 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import kopf
 
     settings = _settings_from_args(args)
+    json_logs = settings.log_format == "json"
     kopf.configure(
         verbose=args.verbose,
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
+        log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN,
+        # "[namespace/name] ..." on each object's lines (JSON logs carry it as fields).
+        log_prefix=not json_logs,
     )
     registry = build_registry(settings)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None

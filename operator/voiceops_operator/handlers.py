@@ -2,6 +2,9 @@
 
 Handlers are registered into a given registry by :func:`register` (no import-time
 side effects), so the CLI, tests and the self-healing module share one setup.
+
+The reconcile reads the VoiceServices and their children from kopf indexes over
+the watches below (:mod:`~voiceops_operator.watched`), not from the API server.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from typing import Any
 
 import kopf
 
-from voiceops_operator import names, spec
+from voiceops_operator import kube, names, spec
 from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import ChildConflict, Reconciler
 from voiceops_operator.settings import OperatorSettings
+from voiceops_operator.watched import IndexKey, WatchedObjects, index_entry
 
 PREFIX = "voiceops.io"
 FINALIZER = f"{PREFIX}/finalizer"
@@ -31,6 +35,7 @@ CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("policy", "v1", "poddisruptionbudgets"),
     ("networking.k8s.io", "v1", "networkpolicies"),
 )
+VOICESERVICE_RESOURCE = (spec.GROUP, spec.VERSION, spec.PLURAL)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,24 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
         kopf_settings.peering.standalone = False
     else:
         kopf_settings.peering.standalone = True
+
+
+def index_id(plural: str) -> str:
+    """The kopf index of one watched resource (also its handlers' kwarg name)."""
+    return f"voiceops_{plural}"
+
+
+def indexed_kinds() -> dict[tuple[str, str], str]:
+    """(apiVersion, kind) → index id, for every kind the reconcile reads."""
+    kind_by_plural = {plural: kind for (_, kind), plural in kube.RESOURCES.items()}
+    return {
+        (f"{group}/{version}" if group else version, kind_by_plural[plural]): index_id(plural)
+        for group, version, plural in (*CHILD_RESOURCES, VOICESERVICE_RESOURCE)
+    }
+
+
+async def _by_name(body: kopf.Body, **_: Any) -> dict[IndexKey, dict[str, Any]]:
+    return index_entry(body)
 
 
 def _reconciler(memo: Any) -> Reconciler:
@@ -105,15 +128,27 @@ def _owner_name(body: kopf.Body) -> str | None:
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Register every spec-reconcile handler into `registry`."""
-    resource = (spec.GROUP, spec.VERSION, spec.PLURAL)
+    resource = VOICESERVICE_RESOURCE
+
+    # Indexes over the watches the operator has anyway (the VoiceServices; the
+    # children, for drift repair): the reconcile's reads. kopf fills them all
+    # before any handler runs.
+    kopf.index(*resource, registry=registry, id=index_id(spec.PLURAL))(_by_name)
+    for group, version, plural in CHILD_RESOURCES:
+        kopf.index(group, version, plural, labels=MANAGED, registry=registry, id=index_id(plural))(
+            _by_name
+        )
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         configure_kopf(settings, operator_settings)
         api = await KubeApi.connect(operator_settings.api_timeout_seconds)
         memo.api = api
         memo.operator_settings = operator_settings
-        memo.reconciler = Reconciler(api, operator_settings, post_event)
+        # kopf passes every index (empty until its resource is listed) to every
+        # handler by its id; the same index objects stay live for the whole run.
+        watched = WatchedObjects({kind: kwargs[i] for kind, i in indexed_kinds().items()})
+        memo.reconciler = Reconciler(api, operator_settings, post_event, watched)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -2,6 +2,25 @@
 
 I/O happens here through :class:`~voiceops_operator.kube.KubeApi`; what to build
 and how to compare comes from the pure modules (build, diff, status).
+
+Reads come from an :class:`~voiceops_operator.watched.ObjectReader`: in the
+operator, the kopf indexes over its watches (no request), so a pass over an
+unchanged VoiceService sends nothing at all. A view from the watches may lag
+the API server by the watch's latency; every write stays correct against a
+lagging view:
+
+* a child missing from the view is created; 409 AlreadyExists (our own create
+  not seen yet, or an object we do not own) reads it from the API and goes on;
+* a child whose view is older than our own patch differs from the desired
+  state at most until its watch event arrives: the merge patch sent again then
+  sets what is already stored, which the API server takes as a no-op (no new
+  resourceVersion, no watch event), so it cannot loop;
+* the status is written with the resourceVersion it was computed from; a view
+  older than the object (our own last write not seen yet, or another writer's)
+  gets 409 Conflict, and only then is the object read (GET) and the status
+  recomputed;
+* before a patch that would move traffic (front Service, fallback tier), the
+  routing is re-read from a fresh GET: the healing loop may have moved it.
 """
 
 from __future__ import annotations
@@ -24,6 +43,7 @@ from voiceops_operator.spec import (
     parse_status,
     parse_voiceservice,
 )
+from voiceops_operator.watched import ObjectReader
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +94,10 @@ def _follows_routing(name: str, obj: dict[str, Any]) -> bool:
     }
 
 
+def _resource_version(obj: dict[str, Any]) -> str | None:
+    return obj["metadata"].get("resourceVersion")
+
+
 @dataclass
 class _Run:
     """State of one reconcile pass."""
@@ -88,10 +112,22 @@ class _Run:
 
 
 class Reconciler:
-    """Reconciles VoiceServices one at a time per object; requests coalesce."""
+    """Reconciles VoiceServices one at a time per object; requests coalesce.
 
-    def __init__(self, api: KubeApi, settings: OperatorSettings, emit: EventSink) -> None:
+    ``reads``: where objects are read from; the API itself when not given (tests
+    and tools without kopf's watches). Writes, and the few reads that must be
+    fresh, go to ``api``.
+    """
+
+    def __init__(
+        self,
+        api: KubeApi,
+        settings: OperatorSettings,
+        emit: EventSink,
+        reads: ObjectReader | None = None,
+    ) -> None:
         self.api = api
+        self.reads: ObjectReader = reads if reads is not None else api
         self.settings = settings
         self.emit = emit
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -106,7 +142,7 @@ class Reconciler:
             return await self._reconcile(body)
 
     async def request(self, namespace: str, name: str) -> ReconcileResult | None:
-        """Re-reconcile from a fresh GET; a request already waiting absorbs this one."""
+        """Re-reconcile the object as last read; a request already waiting absorbs this one."""
         key = (namespace, name)
         if key in self._queued:
             return None
@@ -114,7 +150,7 @@ class Reconciler:
         try:
             async with self._lock(key):
                 self._queued.discard(key)
-                body = await self.api.get(API_VERSION, KIND, namespace, name)
+                body = await self.reads.get(API_VERSION, KIND, namespace, name)
                 if body is None or body["metadata"].get("deletionTimestamp"):
                     return None
                 try:
@@ -172,13 +208,15 @@ class Reconciler:
             meta["namespace"],
             meta["name"],
         )
-        actual = await self.api.get(api_version, kind, ns, name)
+        actual = await self.reads.get(api_version, kind, ns, name)
         if actual is None:
             try:
                 created = await self.api.create(obj)
             except KubeError as exc:
                 if exc.status != 409:
                     raise
+                # It exists after all (our create not seen yet, or not labelled as
+                # ours so not watched): read it for real.
                 actual = await self.api.get(api_version, kind, ns, name)
                 if actual is None:
                     raise
@@ -210,7 +248,11 @@ class Reconciler:
         return patched
 
     async def _refresh_routing(self, run: _Run) -> bool:
-        """Re-read the routing from a fresh status; True when it changed."""
+        """Re-read the routing from a fresh status; True when it changed.
+
+        A GET, not the watch: the healing loop writes the status and then the
+        children, whose watch events may come before the status's.
+        """
         if run.routing_refreshed:
             return False
         run.routing_refreshed = True
@@ -266,7 +308,7 @@ class Reconciler:
         for api_version, kind, name in build.possible_children(run.vs.name):
             if (kind, name) in wanted:
                 continue
-            actual = await self.api.get(api_version, kind, run.vs.namespace, name)
+            actual = await self.reads.get(api_version, kind, run.vs.namespace, name)
             if actual is None or not _owned_by(actual, run.vs.uid):
                 continue  # never delete what we do not own
             if await self.api.delete(api_version, kind, run.vs.namespace, name):
@@ -322,26 +364,26 @@ class Reconciler:
         """Write compute(status) when it differs; returns (old, new) when written.
 
         The self-healing loop writes the same status (its own conditions in the same
-        list), so a write re-reads the object and sends its resourceVersion: a
-        concurrent change makes it retry on fresh data (409 Conflict, tenacity)
+        list), so the patch carries the resourceVersion it was computed from: a
+        concurrent change, or a body older than the object, gets 409 Conflict, and
+        only then is the object read again and the status recomputed (tenacity)
         instead of clobbering it.
         """
-        if not st.status_patch(body.get("status") or {}, compute(body.get("status") or {})):
-            return None
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
+        rv, current = _resource_version(body), body.get("status") or {}
         try:
             async for attempt in retrying_on_conflict():
                 with attempt:
-                    fresh = await self.api.get(API_VERSION, KIND, ns, name)
-                    if fresh is None:
-                        return None
-                    current = fresh.get("status") or {}
+                    if rv is None or attempt.retry_state.attempt_number > 1:
+                        fresh = await self.api.get(API_VERSION, KIND, ns, name)
+                        if fresh is None:
+                            return None
+                        rv, current = _resource_version(fresh), fresh.get("status") or {}
                     new = compute(current)
                     patch = st.status_patch(current, new)
                     if not patch:
                         return None
-                    rv = fresh["metadata"].get("resourceVersion")
                     await self.api.patch(
                         API_VERSION,
                         KIND,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import kopf
-from voiceops_operator import handlers
+from voiceops_operator import build, handlers, spec
 from voiceops_operator.cli import build_registry
 from voiceops_operator.settings import OperatorSettings
 
@@ -57,3 +57,19 @@ def test_spec_handlers_are_registered() -> None:
 def test_self_healing_plugs_into_the_same_registry() -> None:
     registry = build_registry(OperatorSettings(_env_file=None, self_healing=True))
     assert any("healing" in i for i in handler_ids(registry))
+
+
+def test_every_kind_the_reconcile_reads_has_an_index() -> None:
+    registry = build_registry(OperatorSettings(_env_file=None, self_healing=False))
+    index_ids = {h.id for h in registry._indexing.get_all_handlers()}
+    kinds = handlers.indexed_kinds()
+    assert set(kinds) == {*build.CHILD_KINDS, (spec.API_VERSION, spec.KIND)}
+    assert set(kinds.values()) <= index_ids
+    # The children's indexes see what their drift watches see: our labelled objects.
+    for group, version, plural in handlers.CHILD_RESOURCES:
+        (handler,) = [
+            h for h in registry._indexing.get_all_handlers() if h.id == handlers.index_id(plural)
+        ]
+        assert (handler.selector.group, handler.selector.version) == (group, version)
+        assert handler.selector.any_name == plural
+        assert handler.labels == handlers.MANAGED

@@ -45,6 +45,7 @@ from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient
 from voiceops_localcluster.operator_process import OperatorProcess
 from voiceops_operator import build, diff, names
+from voiceops_operator.kube import USER_AGENT
 from voiceops_operator.opmetrics import RECONCILE_DURATION_SECONDS
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import parse_status, parse_voiceservice
@@ -303,22 +304,20 @@ class Cluster:
             if e.get("reason") == reason and e["involvedObject"].get("kind") == "VoiceService"
         ]
 
-    def vs_reads(self, since: float, ns: str) -> int:
-        """The operator's GETs of VoiceServices in ``ns``: one per timer-driven (or drift)
-        reconcile."""
-        return sum(
-            1
-            for e in self.audit.operator_requests(since, ns)
-            if e.get("verb") == "get"
-            and _ref(e).get("resource") == "voiceservices"
-            and not _ref(e).get("subresource")
-        )
+    def timer_runs(self, ns: str, name: str = "tts") -> int:
+        """Finished runs of the object's resync timer (kopf logs each; each reconciles it)."""
+        return self.operator.log().count(f"[{ns}/{name}] {RESYNC_DONE}")
 
-    async def reconciles(self, ns: str, count: int) -> None:
-        """Wait until the operator has re-read the object ``count`` more times."""
-        since = time.time()
+    async def reconciles(self, ns: str, count: int, name: str = "tts") -> None:
+        """Wait until ``count`` more timer-driven reconciles of the object have finished.
+
+        Counted from the operator's log: the reconcile reads from the watches, so the
+        API server sees nothing of a reconcile that has nothing to change.
+        """
+        start = self.timer_runs(ns, name)
         await self.wait(
-            lambda: self.vs_reads(since, ns) >= count, f"fewer than {count} reconciles of {ns}"
+            lambda: self.timer_runs(ns, name) >= start + count,
+            f"fewer than {count} reconciles of {ns}/{name}",
         )
 
     async def healing_passes(self, at_least: int, deadline: float = DEADLINE) -> float:
@@ -351,12 +350,13 @@ class Cluster:
             and not str(e.get("userAgent", "")).startswith("kopf/")
         )
 
-    def gets(self, since: float, ns: str, resource: str) -> int:
-        return sum(
-            1
+    def reconcile_reads(self, since: float, ns: str) -> list[tuple[str, str, str]]:
+        """The spec reconcile's reads in ``ns`` (its user agent): (verb, resource, name)."""
+        return [
+            (str(e["verb"]), str(_ref(e).get("resource", "")), str(_ref(e).get("name", "")))
             for e in self.audit.operator_requests(since, ns)
-            if e.get("verb") == "get" and _ref(e).get("resource") == resource
-        )
+            if e.get("verb") in ("get", "list") and e.get("userAgent") == USER_AGENT
+        ]
 
     def writes(self, since: float, ns: str) -> list[tuple[str, str, str, str]]:
         """The operator's writes in ``ns``: (verb, resource, name, subresource)."""
@@ -766,6 +766,8 @@ async def test_steady_state_reconcile_makes_zero_writes(cluster: Cluster) -> Non
     since = time.time()
     await cluster.reconciles(ns, 3)  # several timer-driven reconciles
     assert cluster.writes(since, ns) == []
+    # Nor any read: the object and its children come from the operator's watches.
+    assert cluster.reconcile_reads(since, ns) == []
 
 
 @module_loop
@@ -804,12 +806,13 @@ async def test_operator_restart_duplicates_nothing_and_writes_nothing(
     status_before = await cluster.status(ns)
     await cluster.operator.stop()
     since = time.time()
+    timer_runs = cluster.timer_runs(ns)
     await cluster.operator.start()
     # The new process resumes the object (kopf's on.resume), runs its timer and
     # its healing daemon (which reads the pods from the operator's pod watch).
     await cluster.wait(
-        lambda: cluster.gets(since, ns, "deployments") >= 4,
-        "the restarted operator never looked at the children",
+        lambda: cluster.timer_runs(ns) > timer_runs,
+        "the restarted operator never reconciled the object",
     )
     await cluster.healing_passes(at_least=2)
     assert cluster.pod_lists(since, ns) == 0  # pods come from the watch, not a LIST per pass
@@ -817,6 +820,9 @@ async def test_operator_restart_duplicates_nothing_and_writes_nothing(
     after = {key: obj["metadata"]["uid"] for key, obj in (await cluster.children(ns)).items()}
     assert after == before
     assert cluster.writes(since, ns) == []  # no status write, no child write, no Event
+    # kopf filled its indexes before the first reconcile: nothing looked missing, so
+    # nothing was created (refused 409) or read after the fact.
+    assert cluster.reconcile_reads(since, ns) == []
     assert await cluster.status(ns) == status_before
 
 
