@@ -22,6 +22,7 @@ const page = {
   objectUrl: null, // the audio element's and download link's blob URL
   lastSummary: "",
   lastTier: undefined,
+  tierChange: "",
 };
 
 // ---- status -------------------------------------------------------------------------
@@ -74,10 +75,13 @@ function renderStatus(status) {
   let summary = status.ready
     ? `Ready: tier ${status.tier || "not set"}, engine ${engine.name}.`
     : `Not ready (${Object.keys(status.reasons).join(", ")}): tier ${status.tier || "not set"}.`;
+  // Kept until the next change: an operator watching a failover should not miss it.
   if (page.lastTier !== undefined && page.lastTier !== status.tier) {
-    summary = `Tier changed from ${page.lastTier || "not set"} to ${status.tier || "not set"}. ${summary}`;
+    const when = new Date().toLocaleTimeString();
+    page.tierChange = `Tier changed from ${page.lastTier || "not set"} to ${status.tier || "not set"} at ${when}.`;
   }
   page.lastTier = status.tier;
+  if (page.tierChange) summary = `${summary} ${page.tierChange}`;
   if (summary !== page.lastSummary) {
     page.lastSummary = summary;
     $("summary").textContent = summary;
