@@ -99,3 +99,9 @@ checkov.io/skip3: CKV_K8S_15=IfNotPresent is the default so kind/air-gapped clus
 checkov.io/skip4: CKV_K8S_43=Users build the image themselves, so the chart cannot know its digest; set image.digest to pin it.
 {{- end }}
 {{- end }}
+
+{{/* Labels that select the chart's Redis pod (long-text jobs). */}}
+{{- define "voiceops.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "voiceops.name" . }}-redis
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}

@@ -470,7 +470,7 @@ class JobsSpec(ApiModel):
         max_length=1024,
         pattern=REDIS_URL_PATTERN,
         description="redis://host:port/db of a Redis without a password (the chart's small "
-        "Redis: redis://<release>-redis.<namespace>:6379/0). One with credentials: "
+        "Redis: redis://<release>-voiceops-redis.<namespace>:6379/0). With credentials: "
         "redisSecretRef.",
     )
     redis_secret_ref: RedisSecretRef = Field(
