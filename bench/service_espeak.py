@@ -71,6 +71,7 @@ def start_server(port: int, max_concurrency: int, max_queue: int) -> subprocess.
         VOICEOPS_MAX_CONCURRENCY=str(max_concurrency),
         VOICEOPS_MAX_QUEUE=str(max_queue),
         VOICEOPS_LOG_LEVEL="warning",
+        VOICEOPS_AUDIO_CACHE_MAX_BYTES="0",  # measure synthesis: one text, asked again and again
     )
     script = Path(sys.executable).with_name("voiceops-service")
     return wait_ready([str(script)], env, port)

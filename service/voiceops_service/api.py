@@ -169,7 +169,7 @@ async def create_speech(request: Request) -> Response:
     assert cache is not None, "set with speech"
     assert guard is not None, "set with speech"
     stamp = models.versions.stamp()
-    ticket = cache.ticket(body.input, plan, body.speed, models.versions, guard)
+    ticket = cache.ticket(body.input, plan, body.speed, models.versions, guard, state.faults)
     if ticket is not None and (hit := cache.get(ticket)) is not None:
         state.metrics.request_duration_seconds.observe(time.perf_counter() - started)
         return AudioResponse(hit.parts, MEDIA_TYPES[plan.response_format], dict(hit.headers))

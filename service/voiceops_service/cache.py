@@ -8,8 +8,8 @@ it (and its entries are dropped at the swap rather than left to age out).
 An answer is stored only when nothing it depends on changed while it was made:
 no model swap (``VersionedEngine.unchanged_since``) and no CUDA OOM on the way
 (which may have had the in-process fallback engine speak it). Streaming answers
-and inputs longer than ``audio_cache_max_chars`` are never cached; a byte bound
-of 0 turns the cache off.
+and inputs longer than ``audio_cache_max_chars`` are never cached, nor is anything
+while an engine fault is injected; a byte bound of 0 turns the cache off.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cachetools import LRUCache
 from voiceops_contract import pod
 
 if TYPE_CHECKING:
+    from voiceops_service.faults import FaultState
     from voiceops_service.metrics import ServiceMetrics
     from voiceops_service.models import ModelVersion, VersionedEngine, VersionStamp
     from voiceops_service.resilience import OomGuard
@@ -99,11 +100,25 @@ class AudioCache:
         return len(self._entries)
 
     def ticket(
-        self, text: str, plan: SpeechPlan, speed: float, versions: VersionedEngine, guard: OomGuard
+        self,
+        text: str,
+        plan: SpeechPlan,
+        speed: float,
+        versions: VersionedEngine,
+        guard: OomGuard,
+        faults: FaultState | None = None,
     ) -> CacheTicket | None:
-        """The request's ticket, or None when it is not cacheable."""
+        """The request's ticket, or None when it is not cacheable.
+
+        Injected engine faults (delay, OOM) are meant to reach every request, as a
+        real engine fault would reach the requests it serves: none is cached meanwhile.
+        """
         if not self.enabled or plan.stream or len(text) > self.max_chars:
             return None
+        if faults is not None:
+            injected = faults.snapshot()
+            if injected.engine_delay_seconds > 0 or injected.oom_next_calls > 0:
+                return None
         stamp = versions.stamp()
         key = AudioKey(stamp.version, plan.voice, speed, plan.response_format, normalise_text(text))
         return CacheTicket(key=key, stamp=stamp, oom_count=guard.oom_count)

@@ -16,6 +16,7 @@ from voiceops_contract import pod
 from voiceops_service.cache import AudioCache, normalise_text
 from voiceops_service.engines.base import SynthesisRequest
 from voiceops_service.engines.espeak import EspeakEngine
+from voiceops_service.faults import FaultState, FaultUpdate
 from voiceops_service.metrics import ServiceMetrics
 from voiceops_service.models import ModelVersion, VersionedEngine
 from voiceops_service.resilience import OomGuard, OomPolicy
@@ -75,6 +76,12 @@ def test_keys_normalise_text_and_separate_what_changes_the_audio(parts: Parts) -
     assert cache.ticket("x" * 201, plan("x"), 1.0, versions, guard) is None
     off = AudioCache(0, 200, metrics)
     assert off.ticket("Hi.", plan("Hi."), 1.0, versions, guard) is None
+    faults = FaultState()
+    assert cache.ticket("Hi.", plan("Hi."), 1.0, versions, guard, faults) is not None
+    for injected in (FaultUpdate(engine_delay_seconds=1.0), FaultUpdate(oom_next_calls=2)):
+        faults.clear()
+        faults.merge(injected)  # an injected engine fault reaches every request: no cache
+        assert cache.ticket("Hi.", plan("Hi."), 1.0, versions, guard, faults) is None
 
 
 def test_a_swap_changes_every_key_and_drops_the_old_audio(parts: Parts) -> None:

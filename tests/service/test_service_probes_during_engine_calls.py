@@ -64,7 +64,8 @@ async def test_probes_and_metrics_are_answered_while_an_engine_call_runs(
 ) -> None:
     engine = GatedEspeak()
     monkeypatch.setattr(app_module, "create_engine", lambda name, settings: engine)
-    app = create_app(ServiceSettings(engine="espeak"))
+    # No audio cache: the repeated request below must reach the engine.
+    app = create_app(ServiceSettings(engine="espeak", audio_cache_max_bytes=0))
     state = app.state.service
     await load_service(state)
     assert state.speech is not None, state.load_error
