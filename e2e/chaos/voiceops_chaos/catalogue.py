@@ -66,6 +66,19 @@ class KillPods(_Data):
     tier: PodTier
 
 
+class KillJobWorker(_Data):
+    """Start a long-text job of ``chars`` characters through the front Service, SIGKILL the
+    pods of ``tier`` while they make its chunks (local: the container; elsewhere: delete
+    with no grace period), and require the job to succeed within ``job_within`` seconds,
+    every chunk once, the lost chunks made by other pods (docs/jobs.md). Needs
+    ``spec.jobs`` and a Redis the pods reach."""
+
+    action: Literal["kill_job_worker"]
+    tier: PodTier = "gpu"
+    chars: int = Field(20_000, ge=1_000, le=200_000)
+    job_within: float = Field(180.0, gt=0, le=900)
+
+
 class CrashLoop(_Data):
     """Crash the GPU pod's container ``times`` times, each time it is back up."""
 
@@ -153,6 +166,7 @@ Action = Annotated[
     | CudaOom
     | ClearFaults
     | KillPods
+    | KillJobWorker
     | CrashLoop
     | HangEngine
     | GpusUnschedulable

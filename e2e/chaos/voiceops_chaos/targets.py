@@ -169,6 +169,12 @@ class ApiFaults:
             return "restarting kube-apiserver needs the control plane's hosts"
         if isinstance(action, c.SlowNetwork):
             return "slowing a pod's network needs its node (tc in its network namespace)"
+        if isinstance(action, c.KillJobWorker):
+            return (
+                "a worker killed mid-job needs spec.jobs with a Redis the pods reach and a job "
+                "client in the runner, neither built yet (the same fault runs with real "
+                "processes in tests/service/test_service_jobs_failover.py)"
+            )
         if isinstance(action, c.LoadSpike | c.Observe):
             return None  # the runner's own
         return None
