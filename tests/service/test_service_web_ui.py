@@ -327,13 +327,21 @@ def test_busy_service_says_when_to_retry(page: Page, web_service: ServiceProcess
     )
     holder.start()
     try:
-        wait_for(lambda: page.inner_text("#status-queued").endswith("(full: new requests get 429)"))
+
+        def saturated() -> bool:
+            ready = httpx.get(f"{web_service.url}{pod.PATH_READY}", timeout=5).json()
+            return ready["admission"]["saturated"]
+
+        wait_for(saturated)  # the one slot is taken and there is no queue
         page.click("#speak")
         page.wait_for_selector("#error:not([hidden])")
         message = page.inner_text("#error")
         assert message.startswith("The service is busy: retry in "), message
         retry_after = message.removeprefix("The service is busy: retry in ").split(" s.")[0]
         assert int(retry_after) >= 1
+        # The pod's panel says so too, at its next reading (every 2 s).
+        expect(page.locator("#status-queued")).to_have_text("0 of 0 (full: new requests get 429)")
+        assert page.inner_text("#status-running") == "1 of 1"
     finally:
         clear_faults(web_service)
         holder.join(timeout=30)
@@ -360,25 +368,30 @@ def test_keyboard_reaches_every_control_and_speaks(page: Page) -> None:
         assert page.get_by_label(control.capitalize(), exact=True).get_attribute("id") == control
 
 
-def test_axe_finds_no_violations(page: Page) -> None:
+def axe_violations(page: Page) -> list[tuple[str, str, list[object]]]:
+    """axe-core's WCAG 2.1 A/AA and best-practice violations on the page as it is now."""
     if not AXE_SCRIPT.exists():
         missing(f"axe-core is not installed: run `npm ci` in {AXE_SCRIPT.parents[2]}")
-    speak_and_wait(page)  # the answer shown too
-    page.fill("#speed", "9")
-    page.click("#speak")
-    page.wait_for_selector("#error:not([hidden])")  # and an error
     # Injected through the driver, never served: the page's policy does not allow it.
     page.evaluate(AXE_SCRIPT.read_text())
     results = page.evaluate(
         "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa',"
         " 'best-practice']})"
     )
-    violations = [
+    assert len(results["passes"]) > 10  # it really checked
+    return [
         (v["id"], v["impact"], [node["target"] for node in v["nodes"]])
         for v in results["violations"]
     ]
-    assert violations == [], violations
-    assert len(results["passes"]) > 10
+
+
+def test_axe_finds_no_violations(page: Page) -> None:
+    assert axe_violations(page) == []  # as loaded
+    speak_and_wait(page)
+    page.fill("#speed", "9")
+    page.click("#speak")
+    page.wait_for_selector("#error:not([hidden])")
+    assert axe_violations(page) == []  # with an answer and an error shown
 
 
 def test_setting_off_leaves_no_page(tmp_path: Path) -> None:
@@ -397,7 +410,8 @@ def jobs_web_service(
     tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> Iterator[ServiceProcess]:
     """A fallback-tier pod with the job API on a real redis-server, a short speech limit
-    (so a paragraph is a job) and one try per chunk (so an out-of-memory chunk fails it)."""
+    (so a paragraph is a job), one try per chunk (so an out-of-memory chunk fails it) and
+    a readiness stall limit of 1 s (so a slow engine call makes it not ready)."""
     service = start_service(
         tmp_path_factory.mktemp("web-jobs"),
         jobs_env(
@@ -410,6 +424,7 @@ def jobs_web_service(
             VOICEOPS_JOBS_MAX_ATTEMPTS="1",
             VOICEOPS_OOM_MAX_RETRIES="0",
             VOICEOPS_OOM_DEGRADE_THRESHOLD="1000",
+            VOICEOPS_READINESS_STALL_SECONDS="1",
         ),
     )
     yield service
@@ -439,6 +454,7 @@ def test_long_text_runs_as_a_job_with_progress(
     assert page.is_hidden("#error")
     assert page_watch.csp_violations(page) == []
     assert page_watch.errors() == []
+    assert axe_violations(page) == []  # with the progress bar shown
 
 
 def test_a_failed_job_is_a_readable_message(
@@ -456,3 +472,26 @@ def test_a_failed_job_is_a_readable_message(
     assert message.startswith("The job failed: chunk "), message
     assert "giving up" in message
     assert page.is_hidden("#answer")
+
+
+def test_not_ready_shows_its_reasons(blank_page: Page, jobs_web_service: ServiceProcess) -> None:
+    page = open_page(blank_page, jobs_web_service)
+    set_faults(jobs_web_service, engine_delay_seconds=5.0)  # stalled from 1 s to 5 s
+    slow = threading.Thread(
+        target=lambda: httpx.post(
+            f"{jobs_web_service.url}{pod.PATH_SPEECH}",
+            json={"model": "tts-1", "input": "A slow call."},
+            timeout=30,
+        )
+    )
+    slow.start()
+    try:
+        expect(page.locator("#status-ready")).to_have_text("no")
+        reason = page.locator("#status-reasons li")
+        expect(reason).to_contain_text("stalled: an engine call has run")
+        expect(page.locator("#summary")).to_contain_text("Not ready (stalled)")
+    finally:
+        clear_faults(jobs_web_service)
+        slow.join(timeout=30)
+    expect(page.locator("#status-ready")).to_have_text("yes")
+    expect(page.locator("#status-reasons li")).to_have_count(0)
