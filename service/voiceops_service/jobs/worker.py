@@ -98,7 +98,7 @@ class ChunkWorker:
             return
         except Exception as error:  # overload, deadline, OOM: worth another try
             # Retaken after the visibility timeout, here or in another pod.
-            log.warning("job %s chunk %d: %s (try %d)", task.job_id, task.index, error, tries)
+            log.warning("job %s chunk %d: %r (try %d)", task.job_id, task.index, error, tries)
             return
         finally:
             holding.cancel()
