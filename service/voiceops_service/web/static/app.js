@@ -70,6 +70,7 @@ function renderStatus(status) {
   );
   renderReasons(status.reasons);
   renderVoices(status.voices, status.default_voice);
+  for (const option of $("format").options) option.disabled = !status.formats.includes(option.value);
   updateCounter();
 
   let summary = status.ready
