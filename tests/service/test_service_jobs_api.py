@@ -12,6 +12,7 @@ import redis
 from jobs_support import (
     assert_made_of_its_chunks,
     create_job,
+    holders,
     long_text,
     redis_server,  # noqa: F401 (fixture)
     set_engine_delay,
@@ -127,7 +128,11 @@ def test_the_same_idempotency_key_returns_the_same_job(client: httpx.Client) -> 
     assert fresh.json()["id"] != first.json()["id"]
 
 
-def test_cancelling_stops_the_job(jobs_service: ServiceProcess, client: httpx.Client) -> None:
+def test_cancelling_stops_the_job(
+    jobs_service: ServiceProcess,
+    client: httpx.Client,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
     set_engine_delay(jobs_service, 0.3)
     job = create_job(client, long_text(12))
     job_id = str(job["id"])
@@ -138,7 +143,10 @@ def test_cancelling_stops_the_job(jobs_service: ServiceProcess, client: httpx.Cl
     done_then = cancelled.json()["chunks"]["done"]
     set_engine_delay(jobs_service, 0)
     # Chunks made while it was cancelled are not committed: no count grows afterwards.
-    wait_for(lambda: not redis_holds_any(jobs_service, job_id), 10)
+    # Every chunk of it settled: none held, none left to read.
+    wait_for(
+        lambda: not any(holders(redis_server).values()) and not stream_length(redis_server), 20
+    )
     after = client.get(f"/v1/audio/jobs/{job_id}").json()
     assert after["state"] == "cancelled"
     assert after["chunks"]["done"] <= done_then + 2  # at most the two workers' calls in flight
@@ -149,10 +157,12 @@ def test_cancelling_stops_the_job(jobs_service: ServiceProcess, client: httpx.Cl
     assert again.status_code == 200  # cancelling twice is the same cancel
 
 
-def redis_holds_any(service: ServiceProcess, job_id: str) -> bool:
-    """Whether a worker still holds a chunk (the job's stream entries are all settled)."""
-    job = httpx.get(f"{service.url}/v1/audio/jobs/{job_id}").json()
-    return job["state"] != "cancelled"
+def stream_length(server: RedisServer) -> int:
+    store = redis.Redis.from_url(server.url)
+    try:
+        return int(store.xlen("voiceops:jobs:chunks"))
+    finally:
+        store.close()
 
 
 def test_a_finished_job_cannot_be_cancelled(client: httpx.Client) -> None:
