@@ -22,7 +22,7 @@ ISSUE_CATALOGUE = {
     "load-spike",
     "rolling-update",
     "scale-down",
-    "worker-killed-mid-job",  # issue 16: declared, skipped until the runner has a job client
+    "worker-killed-mid-job",  # issue 16
 }
 
 

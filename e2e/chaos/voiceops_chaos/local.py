@@ -26,12 +26,13 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import redis
 from voiceops_contract import pod as pod_contract
 from voiceops_localcluster import pod_network
 from voiceops_localcluster.control_plane import ControlPlane
@@ -45,6 +46,7 @@ from voiceops_localcluster.failover_cluster import (
 )
 from voiceops_localcluster.node_agent import KubeClient, NodeAgent, parse_node
 from voiceops_localcluster.operator_process import OperatorProcess
+from voiceops_localcluster.redis_server import RedisServer, RedisServerMissingError
 
 from . import catalogue as c
 from .evaluate import Disruption
@@ -56,12 +58,22 @@ CPU_NODE = "local-cpu-0"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 GPU_MEMORY_TOTAL = 150_000_000_000  # HEALTHY_GPU's gpu0.memory_total
 WINDOW_SECONDS = 2
+# Long-text jobs (worker-killed-mid-job): a chunk held by a dead pod is retaken this soon.
+JOBS_VISIBILITY_SECONDS = 3
+JOB_SENTENCES = (
+    "The chapter goes on, sentence after sentence, longer than any one request may be.",
+    "Every chunk is committed to Redis as soon as a pod has made it.",
+    "A pod that dies costs only the chunk it was making.",
+)
 
 
-def chaos_voiceservice(namespace: str, window_seconds: int) -> dict[str, Any]:
-    """The two-tier VoiceService of ``failover_cluster``, tuned for chaos (module docstring)."""
+def chaos_voiceservice(namespace: str, window_seconds: int, redis_url: str = "") -> dict[str, Any]:
+    """The two-tier VoiceService of ``failover_cluster``, tuned for chaos (module docstring);
+    long-text jobs on when a Redis is given."""
     body = two_tier_voiceservice(namespace, window_seconds)
     spec = body["spec"]
+    if redis_url:
+        spec["jobs"] = {"enabled": True, "redisUrl": redis_url}
     spec["gpu"] = {
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     }
@@ -92,6 +104,7 @@ class LocalCluster:
     api: KubeClient
     namespace: str
     nvml_states: dict[str, Path]
+    redis: RedisServer | None = None  # None: redis-server missing, no job scenarios
     name: str = NAME
     window_seconds: int = WINDOW_SECONDS
     # What the teardown found left behind (filled on exit).
@@ -130,6 +143,7 @@ async def local_cluster(
     agent: NodeAgent | None = None
     operator: OperatorProcess | None = None
     cluster: LocalCluster | None = None
+    redis: RedisServer | None = None
     try:
         await apply_crd(api)
         nodes = []
@@ -153,9 +167,14 @@ async def local_cluster(
                 # A CUDA OOM storm's degraded mode ends 10 s after the last OOM (60 s by
                 # default): the scenario recovers within minutes, not hours of runs.
                 "VOICEOPS_OOM_RECOVER_QUIET_SECONDS": "10",
+                "VOICEOPS_JOBS_VISIBILITY_TIMEOUT_SECONDS": str(JOBS_VISIBILITY_SECONDS),
             },
         )
         await agent.start()
+        # The pods reach the root namespace at the bridge's gateway address.
+        with contextlib.suppress(RedisServerMissingError):
+            redis = RedisServer(work_dir / "redis", host=network.gateway)
+            await asyncio.to_thread(redis.start)
         namespace = await namespace_with_fault_token(api, "chaos")
         operator = OperatorProcess(
             plane.admin_kubeconfig,
@@ -168,10 +187,18 @@ async def local_cluster(
         await api.request(
             "POST",
             f"/apis/voiceops.io/v1alpha1/namespaces/{namespace}/voiceservices",
-            chaos_voiceservice(namespace, window_seconds),
+            chaos_voiceservice(namespace, window_seconds, redis.url if redis else ""),
         )
         cluster = LocalCluster(
-            plane, agent, operator, network, api, namespace, states, window_seconds=window_seconds
+            plane,
+            agent,
+            operator,
+            network,
+            api,
+            namespace,
+            states,
+            redis=redis,
+            window_seconds=window_seconds,
         )
         yield cluster
     finally:
@@ -179,6 +206,8 @@ async def local_cluster(
             await operator.stop()
         if agent is not None:
             await agent.stop()
+        if redis is not None:
+            await asyncio.to_thread(redis.stop)
         await api.close()
         api_port = plane.api_port
         await asyncio.to_thread(plane.stop)
@@ -258,6 +287,10 @@ class LocalFaults(ApiFaults):
             return self.netem_problem if action.delay_ms else None
         if isinstance(action, c.NodeLost | c.ApiServerRestart):
             return None
+        if isinstance(action, c.KillJobWorker):
+            if self.cluster.redis is None:
+                return "redis-server is not installed (apt-get install -y redis-server)"
+            return None
         return super().unsupported(action)
 
     async def apply(self, action: Any) -> Applied:
@@ -266,6 +299,8 @@ class LocalFaults(ApiFaults):
                 return self._gpu_memory(ratio)
             case c.KillPods(tier=tier):
                 return self._kill(tier)
+            case c.KillJobWorker():
+                return await self._kill_job_worker(action)
             case c.CrashLoop(times=times):
                 return await self._crash_loop_local(times)
             case c.GpusUnschedulable(unschedulable=unschedulable):
@@ -320,6 +355,66 @@ class LocalFaults(ApiFaults):
             f"SIGKILL to {tier} pods: {', '.join(killed) or 'none'}",
             [Disruption(at, pod_ips=ips_of(pods))],
         )
+
+    async def _kill_job_worker(self, action: c.KillJobWorker) -> Applied:
+        """Start a job through the front Service, SIGKILL the ``tier`` pods once one holds a
+        chunk of it (read from the consumer group), then wait for the job to succeed."""
+        assert self.cluster.redis is not None
+        store = redis_client(self.cluster.redis.url)
+        base = self.cluster.front_url()
+        text = " ".join(JOB_SENTENCES[n % len(JOB_SENTENCES)] for n in range(action.chars))
+        text = text[: action.chars].rsplit(" ", 1)[0] + "."
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.post(f"{base}{pod_contract.PATH_JOBS}", json={"input": text}) as r:
+                    if r.status != 202:
+                        raise RuntimeError(
+                            f"POST {pod_contract.PATH_JOBS}: {r.status} {await r.text()}"
+                        )
+                    job_id = (await r.json())["id"]
+                names = [p["metadata"]["name"] for p in self.observer.pod_objects(action.tier)]
+
+                def holding() -> bool:
+                    summary = store.xpending(
+                        f"voiceops:{self.namespace}/{self.cluster.name}:chunks", "workers"
+                    )
+                    held = {
+                        row["name"].decode(): row["pending"] for row in summary["consumers"] or []
+                    }
+                    prefixes = tuple(f"{name}-" for name in names)
+                    return any(n > 0 and who.startswith(prefixes) for who, n in held.items())
+
+                await poll(lambda: asyncio.to_thread(holding), 120, "a pod holding a chunk")
+                killed = self._kill(action.tier)
+                job = await poll(
+                    lambda: self._job_ended(http, base, job_id), action.job_within, "the job's end"
+                )
+        finally:
+            store.close()
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"job {job_id} ended {job['state']}: {job.get('error')}")
+        indices = [m["index"] for m in job["made_by"]]
+        if indices != list(range(job["chunks"]["total"])):
+            raise RuntimeError(f"job {job_id}: chunks not each made once: {indices}")
+        engines = ", ".join(f"{n} by {e}" for e, n in sorted(job["engines"].items()))
+        return Applied(
+            f"{killed.done} while it made a chunk of job {job_id}; the job succeeded: "
+            f"{job['chunks']['total']} chunks ({engines}), {job['audio_seconds']:.0f} s of audio",
+            killed.disruptions,
+        )
+
+    @staticmethod
+    async def _job_ended(
+        http: aiohttp.ClientSession, base: str, job_id: str
+    ) -> dict[str, Any] | None:
+        try:
+            async with http.get(f"{base}{pod_contract.PATH_JOBS}/{job_id}") as response:
+                if response.status != 200:
+                    return None  # a dead pod behind the Service, or Redis away for a moment
+                job = await response.json()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        return job if job["state"] in ("succeeded", "failed", "cancelled") else None
 
     async def _crash_loop_local(self, times: int) -> Applied:
         """SIGKILL the GPU container each time it runs again, ``times`` times."""
@@ -532,3 +627,17 @@ def pod_interface(netns: str) -> str:
         if name != "lo":
             return name
     raise RuntimeError(f"no interface besides lo in network namespace {netns}")
+
+
+def redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+async def poll(found: Callable[[], Awaitable[Any]], within: float, what: str) -> Any:
+    """``await found()`` until it is truthy; TimeoutError naming ``what`` after ``within``."""
+    deadline = time.monotonic() + within
+    while not (value := await found()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {within:g}s")
+        await asyncio.sleep(0.05)
+    return value

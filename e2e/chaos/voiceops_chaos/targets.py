@@ -171,9 +171,8 @@ class ApiFaults:
             return "slowing a pod's network needs its node (tc in its network namespace)"
         if isinstance(action, c.KillJobWorker):
             return (
-                "a worker killed mid-job needs spec.jobs with a Redis the pods reach and a job "
-                "client in the runner, neither built yet (the same fault runs with real "
-                "processes in tests/service/test_service_jobs_failover.py)"
+                "a worker killed mid-job needs spec.jobs and a Redis the runner reads (which "
+                "pod holds a chunk): the local cluster runs one; elsewhere not built yet"
             )
         if isinstance(action, c.LoadSpike | c.Observe):
             return None  # the runner's own
