@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from operator_crd_harness import admit
 from operator_helpers import manifest
@@ -15,6 +16,7 @@ from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import InvalidSpec, VoiceService, parse_spec, parse_voiceservice
 
 URL = "redis://redis.speech.svc:6380/0"
+K8S_VERSION = "1.37.0"  # as in test_operator_k8s_schemas.py
 
 
 def vs_of(jobs: dict[str, Any] | None = None, allow_egress: bool = False) -> VoiceService:
@@ -124,3 +126,15 @@ def test_good_job_settings_are_admitted(jobs: dict[str, Any]) -> None:
     parse_spec({"jobs": jobs})
     _, errors = admit(manifest({"jobs": jobs}))
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    "jobs",
+    [{"enabled": True, "redisUrl": URL}, {"enabled": True, "redisSecretRef": {"name": "r"}}],
+    ids=["url", "secret"],
+)
+def test_every_object_with_jobs_on_is_valid_kubernetes(
+    jobs: dict[str, Any], settings: OperatorSettings
+) -> None:
+    for obj in build.build_all(vs_of(jobs), Routing(), settings):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
