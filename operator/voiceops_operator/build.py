@@ -70,10 +70,13 @@ class Routing:
 
 def routing_from_status(status: VoiceServiceStatus, spec: VoiceServiceSpec) -> Routing:
     """Routing recorded in status; defaults to the GPU tier with a standby fallback."""
-    if not spec.fallback.enabled:
-        return Routing(active_tier="gpu")
     desired = status.fallback.desired_replicas if status.fallback else None
-    return Routing(active_tier=status.active_tier or "gpu", fallback_replicas=desired)
+    return routing_within(Routing(status.active_tier or "gpu", desired), spec)
+
+
+def routing_within(routing: Routing, spec: VoiceServiceSpec) -> Routing:
+    """The routing the spec allows: the GPU tier alone when there is no fallback tier."""
+    return routing if spec.fallback.enabled else Routing(active_tier="gpu")
 
 
 # --- metadata ----------------------------------------------------------------------
@@ -643,8 +646,13 @@ def possible_children(name: str) -> list[tuple[str, str, str]]:
 
 def hpa_targets(objects: list[dict[str, Any]]) -> set[str]:
     """Names of the Deployments an HPA in `objects` scales (their replicas are the HPA's)."""
+    return set(hpa_minimums(objects))
+
+
+def hpa_minimums(objects: list[dict[str, Any]]) -> dict[str, int]:
+    """Each HPA's minReplicas in `objects`, by the name of the Deployment it scales."""
     return {
-        obj["spec"]["scaleTargetRef"]["name"]
+        obj["spec"]["scaleTargetRef"]["name"]: int(obj["spec"]["minReplicas"])
         for obj in objects
         if obj["kind"] == "HorizontalPodAutoscaler"
     }

@@ -1,7 +1,9 @@
 """kopf wiring: the only place that registers handlers. Thin: parse, reconcile, report.
 
 Handlers are registered into a given registry by :func:`register` (no import-time
-side effects), so the CLI, tests and the self-healing module share one setup.
+side effects), so the CLI, tests and the self-healing module share one setup. Its
+one startup hook builds the :class:`~voiceops_operator.context.OperatorContext`
+every handler uses (the self-healing loop's runtime too, when it is on).
 
 The reconcile reads the VoiceServices and their children from kopf indexes over
 the watches below (:mod:`~voiceops_operator.watched`), not from the API server.
@@ -18,10 +20,11 @@ from typing import Any
 import kopf
 
 from voiceops_operator import kube, names, spec
-from voiceops_operator.kube import KubeApi, KubeError
-from voiceops_operator.reconcile import ChildConflict, Reconciler
+from voiceops_operator.context import OperatorContext, build_context, context_of
+from voiceops_operator.kube import KubeError
+from voiceops_operator.reconcile import ChildConflict
 from voiceops_operator.settings import OperatorSettings
-from voiceops_operator.watched import IndexKey, WatchedObjects, index_entry
+from voiceops_operator.watched import IndexKey, index_entry
 
 PREFIX = "voiceops.io"
 FINALIZER = f"{PREFIX}/finalizer"
@@ -40,11 +43,6 @@ VOICESERVICE_RESOURCE = (spec.GROUP, spec.VERSION, spec.PLURAL)
 log = logging.getLogger(__name__)
 
 
-def post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """A Kubernetes Event on the VoiceService (kopf posts it in the background)."""
-    kopf.event(body, type=type_, reason=reason, message=message[:1024])
-
-
 def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSettings) -> None:
     """kopf settings: our prefixes, watch timeouts, event posting, peering."""
     kopf_settings.persistence.finalizer = FINALIZER
@@ -58,6 +56,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, settings: OperatorSetti
     # A timer or daemon still running when its object is deleted is re-checked this often
     # (kopf's default is 60 s, which held deletions of VoiceServices for a minute).
     kopf_settings.background.cancellation_polling = 1.0
+    # kopf's own Events (a handler failed, retries): ours go through kube.EventPoster.
     kopf_settings.posting.level = logging.INFO
     kopf_settings.posting.reporting_component = "voiceops-operator"
     if settings.peering:
@@ -86,37 +85,27 @@ async def _by_name(body: kopf.Body, **_: Any) -> dict[IndexKey, dict[str, Any]]:
     return index_entry(body)
 
 
-def _reconciler(memo: Any) -> Reconciler:
-    return memo.reconciler
-
-
 @contextlib.contextmanager
-def _timed(memo: Any) -> Iterator[None]:
+def _timed(context: OperatorContext) -> Iterator[None]:
     """Observe the spec reconcile's duration when the operator's metrics exist."""
     started = time.monotonic()
     try:
         yield
     finally:
-        metrics = getattr(memo, "operator_metrics", None)
-        if metrics is not None:
-            metrics.reconcile_duration.labels(loop="spec").observe(time.monotonic() - started)
+        if context.metrics is not None:
+            duration = time.monotonic() - started
+            context.metrics.reconcile_duration.labels(loop="spec").observe(duration)
 
 
-async def _reconcile(body: kopf.Body, memo: Any) -> None:
+async def _reconcile(body: kopf.Body, context: OperatorContext) -> None:
     try:
-        with _timed(memo):
-            await _reconciler(memo).reconcile_body(dict(body))
+        with _timed(context):
+            await context.reconciler.reconcile_body(dict(body))
     except spec.InvalidSpec as exc:
         # Status and an Event already say what is wrong; do not retry until the spec changes.
         raise kopf.PermanentError(str(exc)) from exc
     except (KubeError, ChildConflict) as exc:
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_SECONDS) from exc
-
-
-def _stopping(memo: Any) -> bool:
-    """The operator is stopping (clients closed): kopf may still start a timer run."""
-    api = getattr(memo, "api", None)
-    return api is None or api.closed
 
 
 def _owner_name(body: kopf.Body) -> str | None:
@@ -142,13 +131,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         configure_kopf(settings, operator_settings)
-        api = await KubeApi.connect(operator_settings.api_timeout_seconds)
-        memo.api = api
-        memo.operator_settings = operator_settings
         # kopf passes every index (empty until its resource is listed) to every
         # handler by its id; the same index objects stay live for the whole run.
-        watched = WatchedObjects({kind: kwargs[i] for kind, i in indexed_kinds().items()})
-        memo.reconciler = Reconciler(api, operator_settings, post_event, watched)
+        indexes = {kind: kwargs[i] for kind, i in indexed_kinds().items()}
+        memo.context = await build_context(operator_settings, indexes)
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -157,9 +143,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        api = getattr(memo, "api", None)
-        if api is not None:
-            await api.close()
+        context: OperatorContext | None = getattr(memo, "context", None)
+        if context is not None:
+            await context.close()
 
     operator_settings = settings
 
@@ -167,7 +153,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.create(*resource, registry=registry, backoff=RETRY_DELAY_SECONDS)
     @kopf.on.update(*resource, registry=registry, backoff=RETRY_DELAY_SECONDS)
     async def reconcile_voiceservice(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await _reconcile(body, memo)
+        await _reconcile(body, context_of(memo))
 
     @kopf.timer(
         *resource,
@@ -178,18 +164,19 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # Level-triggered safety net: anything missed by the watches converges here.
         meta = body["metadata"]
-        if _stopping(memo):
+        context = context_of(memo)
+        if context.stopping:
             return
         try:
-            with _timed(memo):
-                await _reconciler(memo).request(meta["namespace"], meta["name"])
+            with _timed(context):
+                await context.reconciler.request(meta["namespace"], meta["name"])
         except (KubeError, ChildConflict) as exc:
             log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     async def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         meta = body["metadata"]
-        _reconciler(memo).forget(meta["namespace"], meta["name"])
+        context_of(memo).reconciler.forget(meta["namespace"], meta["name"])
 
     for group, version, plural in CHILD_RESOURCES:
 
@@ -200,10 +187,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             # Drift repair: a child changed or vanished; re-reconcile its owner.
             owner = _owner_name(body)
             namespace = body.get("metadata", {}).get("namespace")
-            if not owner or not namespace or _stopping(memo):
+            context = context_of(memo)
+            if not owner or not namespace or context.stopping:
                 return
             try:
-                with _timed(memo):
-                    await _reconciler(memo).request(namespace, owner)
+                with _timed(context):
+                    await context.reconciler.request(namespace, owner)
             except (KubeError, ChildConflict) as exc:
                 log.warning("drift repair of %s/%s failed: %s", namespace, owner, exc)

@@ -3,22 +3,22 @@
 One kopf daemon per VoiceService runs a level-triggered loop (every
 ``SCRAPE_INTERVAL_SECONDS``, and promptly when one of its pods changes): list
 its pods, scrape the ready GPU pods' /metrics (or ask Prometheus), call the
-pure :func:`policy.decide`, then write only what changed, in this order:
+pure :func:`policy.decide`, then:
 
-1. status (phase, activeTier, Degraded/FailedOver conditions, failovers,
-   lastTransition, fallback.desiredReplicas, gpu.memoryUsedRatio, healing
-   signals) — first, so a concurrent spec reconcile builds from the new
-   routing and cannot undo the next two steps;
-2. the front Service's selector and the fallback tier's size (the fallback
-   HPA's minReplicas when it has one, plus the Deployment's replicas up to
-   that minimum, which is what the HPA controller itself would do; the
-   Deployment's replicas when there is no HPA), built with the same builders
-   the spec reconcile uses so both agree;
-3. one Kubernetes Event and one metric sample per transition.
+1. write its decision, and only that: its own status fields (phase,
+   activeTier, Degraded/FailedOver conditions, failovers, lastTransition,
+   fallback.desiredReplicas, gpu.memoryUsedRatio, healing signals), through
+   the one guarded status writer (:func:`~voiceops_operator.kube.write_status`);
+2. when the routing changed, ask the spec reconcile to apply it now
+   (:meth:`~voiceops_operator.reconcile.Reconciler.route`): the reconcile is the
+   one writer of the children, the front Service's selector and the fallback
+   tier's size included, and builds them from the decision;
+3. one Kubernetes Event and one metric sample per transition; then the routing
+   notices to the pods, once the front Service selects the new tier.
 
 What to write is decided purely in :mod:`~voiceops_operator.healing_patches`
-(conditions, patches, Event bodies); the kopf handlers that run one loop per
-VoiceService are in :mod:`~voiceops_operator.healing_handlers`.
+(conditions, the status patch, what the Events say); the kopf handlers that run
+one loop per VoiceService are in :mod:`~voiceops_operator.healing_handlers`.
 """
 
 from __future__ import annotations
@@ -42,20 +42,20 @@ from voiceops_contract import pod as pod_contract
 
 from voiceops_operator import build, names, observe, policy, routing_notices
 from voiceops_operator import status as st
+from voiceops_operator.events import EventSink
 from voiceops_operator.healing_patches import (
     ESCALATIONS,
-    fallback_scale_patches,
-    front_selector_patch,
     healing_status,
     policy_config,
-    replacement_event,
+    replacement_note,
     routing_of,
-    transition_event,
+    transition_note,
 )
-from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
+from voiceops_operator.kube import EventPoster, KubeApi, KubeError, write_status
 from voiceops_operator.opmetrics import OperatorMetrics
+from voiceops_operator.reconcile import ChildConflict, Reconciler
 from voiceops_operator.settings import OperatorSettings
-from voiceops_operator.spec import API_VERSION, KIND, InvalidSpec, VoiceService, parse_voiceservice
+from voiceops_operator.spec import InvalidSpec, VoiceService, parse_voiceservice
 from voiceops_operator.tiers import ActiveTier
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class HealingRuntime:
     session: aiohttp.ClientSession
     metrics: OperatorMetrics
     scraper: observe.PodScraper
+    # The spec reconcile, shared with the kopf handlers: the loop asks it to route.
+    reconciler: Reconciler
+    events: EventSink
     prometheus: observe.PrometheusSource | None = None
     # Signs routing notices to the pods; None: the pods are not told (no key set).
     routing_key: Ed25519PrivateKey | None = None
@@ -103,22 +106,6 @@ class HealingRuntime:
         except ApiException as exc:
             raise KubeError(exc.status or 0, str(exc.reason)) from None
         return list((body or {}).get("items") or [])
-
-    async def create_event(self, event: dict[str, Any]) -> None:
-        namespace = event["metadata"]["namespace"]
-        try:
-            await self.api_client.call_api(
-                f"/api/v1/namespaces/{namespace}/events",
-                "POST",
-                body=event,
-                header_params={"Content-Type": "application/json", "Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                response_types_map={201: "object", 200: "object"},
-                _return_http_data_only=True,
-                _request_timeout=self.settings.api_timeout_seconds,
-            )
-        except ApiException as exc:
-            raise KubeError(exc.status or 0, str(exc.reason)) from None
 
     async def gpu_metrics(
         self, namespace: str, gpu_pods: list[dict[str, Any]]
@@ -182,30 +169,16 @@ class HealingLoop:
         self.name = name
         self.pods = pods  # None: LIST them from the API server each pass
         self.state: policy.PolicyState | None = None
-        self.applied: build.Routing | None = None  # routing last seen on the children
+        self.applied: build.Routing | None = None  # routing the reconcile last applied
         self.config: policy.PolicyConfig | None = None  # from the spec, each pass
         # Seconds between passes, from the spec (policy.observation_interval).
         self.interval = runtime.settings.scrape_interval_seconds
-        # The object as our last status write left it, and the resourceVersions
-        # that write superseded: a body still at one of those predates the write.
-        self._written: tuple[str, dict[str, Any]] | None = None
-        self._superseded: set[str] = set()
         # Status fields the API server pruned (a CRD without them): never retried.
         self._pruned: set[str] = set()
         # What each pod (uid, restarts) was last told about its routing.
         self.told: dict[tuple[str, int], bool] = {}
         # Pods (uids) deleted for a GPU hardware fault: each is deleted once.
         self.replaced: set[str] = set()
-
-    def _current(self, body: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-        """(resourceVersion, status) of the body, or of our write if the body predates it."""
-        rv = (body.get("metadata") or {}).get("resourceVersion")
-        if self._written is not None and rv in self._superseded:
-            return self._written
-        return rv, dict(body.get("status") or {})
-
-    def _current_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._current(body)[1]
 
     async def step(self, body: Mapping[str, Any]) -> policy.Decision | None:
         """One observe → decide → act pass; None when the spec is invalid."""
@@ -218,9 +191,8 @@ class HealingLoop:
         self.interval = policy.observation_interval(
             config, self.runtime.settings.scrape_interval_seconds
         )
-        current = self._current_status(body)
         if self.state is None:
-            self.state = policy.state_from_status(current)
+            self.state = policy.state_from_status(dict(body.get("status") or {}))
         if self.pods is not None:
             pods = self.pods()
         else:
@@ -256,11 +228,10 @@ class HealingLoop:
         decision: policy.Decision,
     ) -> None:
         rt = self.runtime
-        now = st.now_rfc3339()
-        await self._write_status(body, vs, decision, now)
+        await self._write_status(body, vs, decision)
         routing = routing_of(decision)
         if routing != self.applied:
-            await self._apply_routing(vs, routing)
+            await self._route(routing)
             self.applied = routing
         rt.metrics.set_phase(self.namespace, self.name, decision.phase)
         t = decision.transition
@@ -278,11 +249,15 @@ class HealingLoop:
             t.reason,
             t.message,
         )
+        await rt.events(body, transition_note(t))
+
+    async def _route(self, routing: build.Routing) -> None:
+        """Have the spec reconcile apply the routing now; it waits for nothing else."""
         try:
-            await rt.create_event(transition_event(body, t, now, rt.instance))
-        except KubeError as exc:  # the transition stands; a lost Event is only logged
-            rt.metrics.observation_errors.labels("api").inc()
-            log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+            await self.runtime.reconciler.route(self.namespace, self.name, routing)
+        except ChildConflict as exc:
+            # The reconcile reports it (status, Event) and retries on its own schedule.
+            log.warning("%s/%s: routing not applied: %s", self.namespace, self.name, exc)
 
     async def _replace_faulty(
         self, body: Mapping[str, Any], pods: list[dict[str, Any]], decision: policy.Decision
@@ -300,11 +275,7 @@ class HealingLoop:
             await rt.api.delete("v1", "Pod", self.namespace, replacement.pod)
             self.replaced.add(uid)
             log.warning("%s/%s: %s", self.namespace, self.name, replacement.message)
-            event = replacement_event(body, replacement, st.now_rfc3339(), rt.instance)
-            try:
-                await rt.create_event(event)
-            except KubeError as exc:  # the pod is replaced; a lost Event is only logged
-                log.warning("%s/%s: could not post the Event: %s", self.namespace, self.name, exc)
+            await rt.events(body, replacement_note(replacement))
         self.replaced &= set(uids.values())
 
     async def _tell_pods(
@@ -329,48 +300,22 @@ class HealingLoop:
                 self.told[target.key] = target.routed
 
     async def _write_status(
-        self, body: Mapping[str, Any], vs: VoiceService, decision: policy.Decision, now: str
+        self, body: Mapping[str, Any], vs: VoiceService, decision: policy.Decision
     ) -> None:
-        """Patch the healing-owned status fields, guarded by resourceVersion.
+        """Write the healing-owned status fields (kube.write_status: guarded, retried)."""
+        now = st.now_rfc3339()
 
-        The spec reconcile writes the same status (Ready/Progressing in the same
-        conditions list, which a merge patch replaces whole), so the patch carries
-        the resourceVersion it was computed from; on 409 Conflict it re-reads the
-        object and recomputes from the fresh status, never clobbering the other side.
-        """
-        rv, current = self._current(body)
-        superseded: set[str] = set()
-        async for attempt in retrying_on_conflict():
-            with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    fresh = await self.runtime.api.get(API_VERSION, KIND, self.namespace, self.name)
-                    if fresh is None:
-                        return  # deleted meanwhile; the daemon stops
-                    rv = fresh["metadata"].get("resourceVersion")
-                    current = fresh.get("status") or {}
-                patch = healing_status(
-                    current, decision, vs.spec.fallback.enabled, vs.generation, now
-                )
-                for key in self._pruned:
-                    patch.pop(key, None)
-                if not patch:
-                    return
-                if rv is not None:
-                    superseded.add(rv)
-                written = await self.runtime.api.patch(
-                    API_VERSION,
-                    KIND,
-                    self.namespace,
-                    self.name,
-                    {"metadata": {"resourceVersion": rv}, "status": patch},
-                    "status",
-                )
-        written_status = dict(written.get("status") or {})
-        self._written = (written["metadata"].get("resourceVersion"), written_status)
-        self._superseded = superseded | {
-            v for v in ((body.get("metadata") or {}).get("resourceVersion"),) if v
-        }
-        pruned = {k for k, v in patch.items() if v is not None and k not in written_status}
+        def patch_for(current: dict[str, Any]) -> dict[str, Any]:
+            patch = healing_status(current, decision, vs.spec.fallback.enabled, vs.generation, now)
+            for key in self._pruned:
+                patch.pop(key, None)
+            return patch
+
+        written = await write_status(self.runtime.api, body, patch_for)
+        if written is None or not written.patch:
+            return  # nothing changed, or deleted meanwhile (the daemon stops)
+        stored = written.obj.get("status") or {}
+        pruned = {k for k, v in written.patch.items() if v is not None and k not in stored}
         if pruned - self._pruned:
             log.warning(
                 "%s/%s: the API server dropped status fields %s (CRD schema without "
@@ -380,27 +325,6 @@ class HealingLoop:
                 sorted(pruned),
             )
             self._pruned |= pruned
-
-    async def _apply_routing(self, vs: VoiceService, routing: build.Routing) -> None:
-        api = self.runtime.api
-        ns = self.namespace
-        front = names.front_service_name(vs.name)
-        service = await api.get("v1", "Service", ns, front)
-        selector = front_selector_patch(service, vs, routing)
-        if selector is not None:
-            await api.patch("v1", "Service", ns, front, selector)
-        if not vs.spec.fallback.enabled:
-            return
-        hpa = None
-        if vs.spec.autoscaling.enabled:
-            hpa = await api.get(
-                "autoscaling/v2", "HorizontalPodAutoscaler", ns, names.hpa_name(vs.name, "fallback")
-            )
-        deployment = await api.get(
-            "apps/v1", "Deployment", ns, names.deployment_name(vs.name, "fallback")
-        )
-        for p in fallback_scale_patches(vs, routing, hpa, deployment):
-            await api.patch(p.api_version, p.kind, ns, p.name, p.patch)
 
 
 async def wait_for_wake(stopped: Any, wake: asyncio.Event, seconds: float) -> bool:
@@ -460,8 +384,16 @@ async def run_loop(
             wake.clear()
 
 
-async def make_runtime(settings: OperatorSettings, kubeconfig: str | None = None) -> HealingRuntime:
-    """Clients for the API (in-cluster, else kubeconfig) and for scraping pods."""
+async def make_runtime(
+    settings: OperatorSettings,
+    kubeconfig: str | None = None,
+    reconciler: Reconciler | None = None,
+) -> HealingRuntime:
+    """Clients for the API (in-cluster, else kubeconfig) and for scraping pods.
+
+    ``reconciler``: the operator's spec reconcile, which applies the routing; when
+    not given (tests driving the loop alone), one over this runtime's API client.
+    """
     configuration = client.Configuration()
     if kubeconfig is not None:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
@@ -478,14 +410,19 @@ async def make_runtime(settings: OperatorSettings, kubeconfig: str | None = None
         prometheus = observe.PrometheusSource(
             session, settings.prometheus_url, settings.scrape_timeout_seconds
         )
+    api = KubeApi(api_client, settings.api_timeout_seconds)
+    instance = os.environ.get("HOSTNAME") or socket.gethostname()
+    events = EventPoster(api, instance)
     return HealingRuntime(
         settings=settings,
-        api=KubeApi(api_client, settings.api_timeout_seconds),
+        api=api,
         api_client=api_client,
         session=session,
         metrics=OperatorMetrics(),
         scraper=observe.PodScraper(session, settings.scrape_timeout_seconds),
+        reconciler=reconciler if reconciler is not None else Reconciler(api, settings, events),
+        events=events,
         prometheus=prometheus,
         routing_key=settings.routing_signing_key(),
-        instance=os.environ.get("HOSTNAME") or socket.gethostname(),
+        instance=instance,
     )

@@ -1,7 +1,9 @@
-"""kopf wiring of the self-healing loop: its daemon, the pod watch that wakes it, /metrics.
+"""kopf wiring of the self-healing loop: its daemon and the pod watch that wakes it.
 
 Registered into a given registry by :func:`register` (no import-time side
 effects), next to the spec handlers, when SELF_HEALING is on (cli.build_registry).
+Its runtime (clients, metrics and their /metrics server) is part of the operator
+context the spec handlers' startup hook builds.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 import kopf
 
 from voiceops_operator import names
-from voiceops_operator.healing import HealingLoop, HealingRuntime, make_runtime, run_loop
-from voiceops_operator.opmetrics import start_metrics_server
+from voiceops_operator.context import context_of
+from voiceops_operator.healing import HealingLoop, HealingRuntime, run_loop
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import GROUP, PLURAL, VERSION
 
@@ -30,29 +32,10 @@ class _QuietWakeUps(logging.Filter):
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    """Add the healing daemon, the pod-event wake-up and the /metrics server to ``registry``."""
+    """Add the healing daemon, the pod index and the pod-event wake-up to ``registry``."""
     objects_log = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _QuietWakeUps) for f in objects_log.filters):
         objects_log.addFilter(_QuietWakeUps())
-
-    @kopf.on.startup(registry=registry, id="healing-startup")
-    async def start_healing(memo: kopf.Memo, **_: Any) -> None:
-        runtime = await make_runtime(settings)
-        memo.healing = runtime
-        memo.operator_metrics = runtime.metrics  # the spec reconcile may time itself too
-        if settings.metrics_port:
-            memo.healing_metrics_server = await start_metrics_server(
-                runtime.metrics, settings.metrics_port
-            )
-
-    @kopf.on.cleanup(registry=registry, id="healing-cleanup")
-    async def stop_healing(memo: kopf.Memo, **_: Any) -> None:
-        server = getattr(memo, "healing_metrics_server", None)
-        if server is not None:
-            await server.cleanup()
-        runtime: HealingRuntime | None = getattr(memo, "healing", None)
-        if runtime is not None:
-            await runtime.close()
 
     @kopf.index(
         "",
@@ -86,7 +69,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         voiceops_pods: kopf.Index[tuple[str, str], dict[str, Any]],
         **_: Any,
     ) -> None:
-        runtime: HealingRuntime = memo.healing
+        runtime = context_of(memo).healing
+        if runtime is None:  # pragma: no cover - registered only with SELF_HEALING on
+            return
         key = (namespace, name)
         wake = runtime.wakers.setdefault(key, asyncio.Event())
 
@@ -110,7 +95,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def wake_on_pod_event(
         labels: Mapping[str, str], namespace: str, memo: kopf.Memo, **_: Any
     ) -> None:
-        runtime: HealingRuntime | None = getattr(memo, "healing", None)
+        runtime: HealingRuntime | None = context_of(memo).healing
         instance = labels.get(names.LABEL_INSTANCE)
         if runtime is None or not instance:
             return

@@ -1,23 +1,20 @@
-"""What the self-healing loop writes, decided purely: status, routing, sizes, Events.
+"""What the self-healing loop writes, decided purely: its status fields and Events.
 
-From the policy's decision and the objects as they are: the healing-owned part
-of the status as a merge patch, the front Service's selector, the fallback
-tier's size (its HPA's minimum and the Deployment's replicas), and the Events
-about transitions and replaced pods. The loop (healing.py) reads and writes;
-nothing here does I/O.
+From the policy's decision: the healing-owned part of the status as a merge
+patch (the decision; the spec reconcile builds the routing from it), and what
+the Events about transitions and replaced pods say. The loop (healing.py) reads
+and writes; nothing here does I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from voiceops_operator import build, diff, names, policy, reasons
+from voiceops_operator import build, diff, policy, reasons
 from voiceops_operator import status as st
-from voiceops_operator.spec import API_VERSION, KIND, VoiceService, VoiceServiceSpec
-
-COMPONENT = "voiceops-operator"  # the Events' source
+from voiceops_operator.events import Note
+from voiceops_operator.spec import VoiceServiceSpec
 
 # Phases that are trouble: their conditions are True and their Events Warnings.
 ESCALATIONS = frozenset({"Degraded", "FailedOver"})
@@ -97,129 +94,20 @@ def healing_status(
     return diff.merge_patch(wanted, current, same=diff.equal, owned_whole=lambda _path: False)
 
 
-def front_selector_patch(
-    service: Mapping[str, Any] | None, vs: VoiceService, routing: build.Routing
-) -> dict[str, Any] | None:
-    """Merge patch for the front Service's selector, or None when it already agrees."""
-    if service is None:
-        return None  # the spec reconcile creates it, already with this routing
-    desired = build.build_front_service(vs, routing)["spec"]["selector"]
-    actual = (service.get("spec") or {}).get("selector") or {}
-    if actual == desired:
-        return None
-    selector: dict[str, Any] = dict(desired)
-    for key in actual:
-        if key not in desired:
-            selector[key] = None  # merge patch: null deletes the key
-    return {"spec": {"selector": selector}}
-
-
-@dataclass(frozen=True)
-class ScalePatch:
-    api_version: str
-    kind: str
-    name: str
-    patch: dict[str, Any]
-
-
-def fallback_scale_patches(
-    vs: VoiceService,
-    routing: build.Routing,
-    hpa: Mapping[str, Any] | None,
-    deployment: Mapping[str, Any] | None,
-) -> list[ScalePatch]:
-    """Patches that size the fallback tier as routing wants, respecting its HPA."""
-    if not vs.spec.fallback.enabled:
-        return []
-    wanted = build.fallback_replicas(vs.spec, routing)
-    name = names.deployment_name(vs.name, "fallback")
-    out = []
-    replicas = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
-    if hpa is not None:
-        if int((hpa.get("spec") or {}).get("minReplicas") or 1) != wanted:
-            out.append(
-                ScalePatch(
-                    "autoscaling/v2",
-                    "HorizontalPodAutoscaler",
-                    names.hpa_name(vs.name, "fallback"),
-                    {"spec": {"minReplicas": wanted}},
-                )
-            )
-        # Raising to the HPA minimum is what the HPA controller does itself;
-        # doing it now saves its sync period. Scaling down is left to the HPA.
-        if deployment is not None and replicas < wanted:
-            out.append(ScalePatch("apps/v1", "Deployment", name, {"spec": {"replicas": wanted}}))
-    elif deployment is not None and replicas != wanted:
-        out.append(ScalePatch("apps/v1", "Deployment", name, {"spec": {"replicas": wanted}}))
-    return out
-
-
-def vs_event(
-    body: Mapping[str, Any],
-    reason: str,
-    message: str,
-    *,
-    warning: bool,
-    action: str,
-    now: str,
-    instance: str,
-) -> dict[str, Any]:
-    """A core/v1 Event about the VoiceService ``body`` (the healing loop's one Event shape)."""
-    meta = body["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid", ""),
-            "resourceVersion": meta.get("resourceVersion", ""),
-        },
-        "reason": reason,
-        "message": message[:1024],
-        "type": "Warning" if warning else "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": f"voiceops.io/{COMPONENT}",
-        "reportingInstance": instance,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-        "action": action,
-    }
-
-
-def transition_event(
-    body: Mapping[str, Any], transition: policy.Transition, now: str, instance: str
-) -> dict[str, Any]:
-    """An Event about one tier transition."""
-    return vs_event(
-        body,
+def transition_note(transition: policy.Transition) -> Note:
+    """What the Event about one tier transition says."""
+    return Note(
+        "Warning" if transition.to_phase in ESCALATIONS else "Normal",
         transition.reason,
         f"{transition.from_phase} → {transition.to_phase} "
         f"(traffic: {transition.from_tier} → {transition.to_tier}): {transition.message}",
-        warning=transition.to_phase in ESCALATIONS,
-        action="FailOver" if transition.to_tier == "fallback" else "Route",
-        now=now,
-        instance=instance,
+        "FailOver" if transition.to_tier == "fallback" else "Route",
     )
 
 
-def replacement_event(
-    body: Mapping[str, Any], replacement: policy.Replacement, now: str, instance: str
-) -> dict[str, Any]:
-    """A Warning Event: a pod replaced for a GPU hardware fault (pod, node, GPU, XID)."""
-    return vs_event(
-        body,
-        reasons.GPU_HARDWARE_FAULT,
-        replacement.message,
-        warning=True,
-        action="ReplacePod",
-        now=now,
-        instance=instance,
-    )
+def replacement_note(replacement: policy.Replacement) -> Note:
+    """A Warning: a pod replaced for a GPU hardware fault (pod, node, GPU, XID)."""
+    return Note("Warning", reasons.GPU_HARDWARE_FAULT, replacement.message, "ReplacePod")
 
 
 def routing_of(decision: policy.Decision) -> build.Routing:

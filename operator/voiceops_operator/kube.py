@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,6 +25,8 @@ from tenacity import (
 )
 
 from voiceops_operator import spec
+from voiceops_operator.events import Note, event_body
+from voiceops_operator.status import now_rfc3339
 
 # (apiVersion, kind) → plural resource name, for every kind the operator touches.
 RESOURCES: dict[tuple[str, str], str] = {
@@ -33,12 +37,15 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
     (spec.API_VERSION, spec.KIND): spec.PLURAL,
+    ("v1", "Event"): "events",
 }
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "voiceops-operator/0.1.0 (spec-reconcile)"
 _TRANSIENT = {429, 500, 502, 503, 504}
 STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
 CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
+
+log = logging.getLogger(__name__)
 
 
 class KubeError(Exception):
@@ -75,8 +82,8 @@ def _is_conflict(exc: BaseException) -> bool:
 def retrying_on_conflict() -> AsyncRetrying:
     """Attempts for a resourceVersion-guarded write: again on 409 Conflict, with jitter.
 
-    The spec reconcile and the healing loop both write the VoiceService status;
-    each recomputes from a fresh read inside the attempt.
+    Used by :func:`write_status`: each attempt after the first recomputes from a
+    fresh read.
     """
     return AsyncRetrying(
         retry=retry_if_exception(_is_conflict),
@@ -198,3 +205,86 @@ def _message(exc: ApiException) -> str:
         except (ValueError, AttributeError):
             return body
     return str(exc.reason or "request failed")
+
+
+# --- the VoiceService status: one guarded writer --------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusWrite:
+    """What :func:`write_status` did."""
+
+    before: dict[str, Any]  # the status the patch was computed from
+    patch: dict[str, Any]  # the merge patch sent; {} when there was nothing to write
+    obj: dict[str, Any]  # the object as written, or as last read when nothing was
+
+
+async def write_status(
+    api: KubeApi,
+    body: Mapping[str, Any],
+    patch_for: Callable[[dict[str, Any]], dict[str, Any]],
+) -> StatusWrite | None:
+    """Write ``patch_for(status)`` to the VoiceService's status; None when it is gone.
+
+    Both loops write parts of the status (their conditions in one list, which a
+    merge patch replaces whole), so the patch carries the resourceVersion it was
+    computed from: a concurrent write, or a ``body`` older than the object (a
+    watch that has not caught up), gets 409 Conflict instead of clobbering
+    anything; then the object is read and the patch recomputed, a bounded number
+    of times (:func:`retrying_on_conflict`).
+    """
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    obj: dict[str, Any] = dict(body)
+    try:
+        async for attempt in retrying_on_conflict():
+            with attempt:
+                version = obj["metadata"].get("resourceVersion")
+                if version is None or attempt.retry_state.attempt_number > 1:
+                    fresh = await api.get(spec.API_VERSION, spec.KIND, namespace, name)
+                    if fresh is None:
+                        return None
+                    obj, version = fresh, fresh["metadata"].get("resourceVersion")
+                current = dict(obj.get("status") or {})
+                patch = patch_for(current)
+                if not patch:
+                    return StatusWrite(current, {}, obj)
+                written = await api.patch(
+                    spec.API_VERSION,
+                    spec.KIND,
+                    namespace,
+                    name,
+                    {"metadata": {"resourceVersion": version}, "status": patch},
+                    "status",
+                )
+                return StatusWrite(current, patch, written)
+    except KubeError as exc:
+        if exc.status == 409:
+            raise KubeError(409, f"the status of {name} kept changing; will retry") from exc
+        raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- Events: one way to post them --------------------------------------------------------
+
+
+class EventPoster:
+    """Posts the Events both loops write (:func:`~voiceops_operator.events.event_body`)."""
+
+    def __init__(self, api: KubeApi, instance: str) -> None:
+        self.api = api
+        self.instance = instance  # the Events' reportingInstance (the operator's pod)
+
+    async def __call__(self, body: Mapping[str, Any], note: Note) -> None:
+        """Post one Event; one that cannot be posted is logged: what it reports stands."""
+        try:
+            await self.api.create(event_body(body, note, now_rfc3339(), self.instance))
+        except KubeError as exc:
+            meta = body["metadata"]
+            log.warning(
+                "%s/%s: could not post the Event %s: %s",
+                meta["namespace"],
+                meta["name"],
+                note.reason,
+                exc,
+            )

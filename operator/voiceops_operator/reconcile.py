@@ -1,7 +1,11 @@
 """The spec reconcile: ordered steps that make the children match, then status.
 
 I/O happens here through :class:`~voiceops_operator.kube.KubeApi`; what to build
-and how to compare comes from the pure modules (build, diff, status).
+and how to compare comes from the pure modules (build, diff, status). It is the
+one writer of every child, routing included: the front Service's selector and
+the fallback tier's size follow the routing the self-healing loop decided (its
+status fields), and the loop asks for a reconcile (:meth:`Reconciler.route`)
+when it decides a new one.
 
 Reads come from an :class:`~voiceops_operator.watched.ObjectReader`: in the
 operator, the kopf indexes over its watches (no request), so a pass over an
@@ -19,8 +23,10 @@ lagging view:
   older than the object (our own last write not seen yet, or another writer's)
   gets 409 Conflict, and only then is the object read (GET) and the status
   recomputed;
-* before a patch that would move traffic (front Service, fallback tier), the
-  routing is re-read from a fresh GET: the healing loop may have moved it.
+* the routing comes from the healing loop's last decision in this process when
+  there is one (it wrote that decision to the status first, so it is never
+  older than the status in the view; the view may not have it yet), else from
+  the status (a restarted operator; self-healing off).
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from voiceops_operator import build, diff, names, reasons
 from voiceops_operator import status as st
-from voiceops_operator.kube import KubeApi, KubeError, retrying_on_conflict
+from voiceops_operator.events import EventSink, Note
+from voiceops_operator.kube import KubeApi, KubeError, StatusWrite, write_status
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import (
     API_VERSION,
@@ -46,10 +53,6 @@ from voiceops_operator.spec import (
 from voiceops_operator.watched import ObjectReader
 
 log = logging.getLogger(__name__)
-
-
-class EventSink(Protocol):
-    def __call__(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
 class ChildConflict(Exception):
@@ -77,25 +80,15 @@ def _owned_by(obj: dict[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
+def _tier(obj: dict[str, Any]) -> str:
+    return str(obj["metadata"]["labels"][names.LABEL_TIER])
+
+
 def _foreign_controller(obj: dict[str, Any], uid: str) -> dict[str, Any] | None:
     for ref in obj["metadata"].get("ownerReferences") or []:
         if ref.get("controller") and ref.get("uid") != uid:
             return ref
     return None
-
-
-def _follows_routing(name: str, obj: dict[str, Any]) -> bool:
-    """Children whose desired state depends on the routing the healing loop decides."""
-    key = (obj["kind"], obj["metadata"]["name"])
-    return key in {
-        ("Service", names.front_service_name(name)),
-        ("Deployment", names.deployment_name(name, "fallback")),
-        ("HorizontalPodAutoscaler", names.hpa_name(name, "fallback")),
-    }
-
-
-def _resource_version(obj: dict[str, Any]) -> str | None:
-    return obj["metadata"].get("resourceVersion")
 
 
 @dataclass
@@ -106,7 +99,6 @@ class _Run:
     body: dict[str, Any]
     routing: build.Routing
     desired: list[dict[str, Any]]
-    routing_refreshed: bool = False
     result: ReconcileResult = field(default_factory=ReconcileResult)
     deployments: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -116,22 +108,24 @@ class Reconciler:
 
     ``reads``: where objects are read from; the API itself when not given (tests
     and tools without kopf's watches). Writes, and the few reads that must be
-    fresh, go to ``api``.
+    fresh, go to ``api``. ``events``: where the Events about what it did go.
     """
 
     def __init__(
         self,
         api: KubeApi,
         settings: OperatorSettings,
-        emit: EventSink,
+        events: EventSink,
         reads: ObjectReader | None = None,
     ) -> None:
         self.api = api
         self.reads: ObjectReader = reads if reads is not None else api
         self.settings = settings
-        self.emit = emit
+        self.events = events
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queued: set[tuple[str, str]] = set()
+        # The healing loop's last routing decision per object (see the module doc).
+        self._decided: dict[tuple[str, str], build.Routing] = {}
 
     # --- entry points ---------------------------------------------------------------
 
@@ -150,18 +144,36 @@ class Reconciler:
         try:
             async with self._lock(key):
                 self._queued.discard(key)
-                body = await self.reads.get(API_VERSION, KIND, namespace, name)
-                if body is None or body["metadata"].get("deletionTimestamp"):
-                    return None
-                try:
-                    return await self._reconcile(body)
-                except InvalidSpec:
-                    return None  # status already says so; nothing to retry
+                return await self._reconcile_watched(key)
         finally:
             self._queued.discard(key)
 
+    async def route(
+        self, namespace: str, name: str, routing: build.Routing
+    ) -> ReconcileResult | None:
+        """The healing loop's new routing decision (already in the status): apply it now.
+
+        Not absorbed by a waiting request: the loop tells the pods once this returns,
+        so the children must follow the decision by then.
+        """
+        key = (namespace, name)
+        self._decided[key] = routing
+        async with self._lock(key):
+            return await self._reconcile_watched(key)
+
+    async def _reconcile_watched(self, key: tuple[str, str]) -> ReconcileResult | None:
+        body = await self.reads.get(API_VERSION, KIND, *key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            self._decided.pop(key, None)  # a loop that stops late must not leave one behind
+            return None
+        try:
+            return await self._reconcile(body)
+        except InvalidSpec:
+            return None  # status already says so; nothing to retry
+
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
+        self._decided.pop((namespace, name), None)
 
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -174,8 +186,11 @@ class Reconciler:
         except InvalidSpec as exc:
             await self._write_invalid(body, exc)
             raise
-        current_status = body.get("status") or {}
-        routing = build.routing_from_status(parse_status(current_status), vs.spec)
+        decided = self._decided.get((vs.namespace, vs.name))
+        if decided is not None:
+            routing = build.routing_within(decided, vs.spec)
+        else:
+            routing = build.routing_from_status(parse_status(body.get("status")), vs.spec)
         run = _Run(
             vs=vs,
             body=body,
@@ -184,8 +199,8 @@ class Reconciler:
         )
         steps: list[Callable[[_Run], Awaitable[None]]] = [
             self._network_policies,  # first: pods never start without their policy
+            self._services,  # then routing: a new decision moves traffic before anything else
             self._deployments,
-            self._services,
             self._autoscalers,
             self._disruption_budgets,
             self._remove_undesired,
@@ -229,59 +244,36 @@ class Reconciler:
                 f"{kind} {name} is controlled by {foreign.get('kind')} {foreign.get('name')}; "
                 "rename or delete it so the operator can create its own"
             )
-        replicas_owned = name not in build.hpa_targets(run.desired)
-        view = diff.owned_view(obj, replicas_owned=replicas_owned)
+        hpa_minimum = build.hpa_minimums(run.desired).get(name)
+        view = diff.owned_view(obj, replicas_owned=hpa_minimum is None)
+        if hpa_minimum is not None and kind == "Deployment" and _tier(obj) == "fallback":
+            # Routing raised the fallback tier's HPA minimum: raising the Deployment to
+            # it now is what the HPA controller does at its next sync, a sync sooner.
+            # Scaling down stays the HPA's.
+            stored = int((actual.get("spec") or {}).get("replicas") or 0)
+            if stored < hpa_minimum:
+                view["spec"]["replicas"] = hpa_minimum
         if not _owned_by(actual, run.vs.uid):
             # Adopt: keep other (non-controller) owners next to ours.
             others = actual["metadata"].get("ownerReferences") or []
             view["metadata"]["ownerReferences"] = [*others, *meta.get("ownerReferences", [])]
         if diff.matches(view, actual):
             return actual
-        if _follows_routing(run.vs.name, obj) and await self._refresh_routing(run):
-            # The self-healing loop moved traffic after this pass read the status:
-            # follow its newer decision instead of undoing it.
-            obj = next(o for o in run.desired if (o["kind"], o["metadata"]["name"]) == (kind, name))
-            return await self._ensure(run, obj)
         patch = diff.merge_patch(view, actual)
         patched = await self.api.patch(api_version, kind, ns, name, patch)
         run.result.updated.append(_ref(obj))
         return patched
 
-    async def _refresh_routing(self, run: _Run) -> bool:
-        """Re-read the routing from a fresh status; True when it changed.
-
-        A GET, not the watch: the healing loop writes the status and then the
-        children, whose watch events may come before the status's.
-        """
-        if run.routing_refreshed:
-            return False
-        run.routing_refreshed = True
-        meta = run.body["metadata"]
-        fresh = await self.api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
-        if fresh is None:
-            return False
-        routing = build.routing_from_status(parse_status(fresh.get("status")), run.vs.spec)
-        if routing == run.routing:
-            return False
-        run.routing = routing
-        run.desired = build.build_all(run.vs, routing, self.settings)
-        return True
-
     async def _ensure_kind(self, run: _Run, kind: str) -> None:
         """Ensure every desired child of one kind; they are independent, so concurrently."""
-        child_names = [o["metadata"]["name"] for o in run.desired if o["kind"] == kind]
 
-        async def ensure_named(name: str) -> None:
-            # Look up by name: a routing refresh may have rebuilt run.desired.
-            obj = next(
-                o for o in run.desired if o["kind"] == kind and o["metadata"]["name"] == name
-            )
+        async def ensure(obj: dict[str, Any]) -> None:
             stored = await self._ensure(run, obj)
             if kind == "Deployment":
-                run.deployments[obj["metadata"]["labels"][names.LABEL_TIER]] = stored
+                run.deployments[_tier(obj)] = stored
 
         results = await asyncio.gather(
-            *(ensure_named(n) for n in child_names), return_exceptions=True
+            *(ensure(o) for o in run.desired if o["kind"] == kind), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):
@@ -334,70 +326,46 @@ class Reconciler:
                 writes_phase=not self.settings.self_healing,
             )
 
-        current = body.get("status") or {}
-        new = compute(current)
-        run.result.ready = st.condition_status(new, st.READY) == "True"
-        for verb, refs in (
-            ("Created", run.result.created),
-            ("Updated", run.result.updated),
-            ("Deleted", run.result.deleted),
-        ):
-            for ref in refs:
-                self.emit(body, "Normal", verb, f"{verb.lower()} {ref}")
+        expected = compute(body.get("status") or {})
+        run.result.ready = st.condition_status(expected, st.READY) == "True"
+        changes = [
+            Note("Normal", verb, f"{verb.lower()} {ref}", "Reconcile")
+            for verb, refs in (
+                ("Created", run.result.created),
+                ("Updated", run.result.updated),
+                ("Deleted", run.result.deleted),
+            )
+            for ref in refs
+        ]
+        await self._post(body, changes)
         written = await self._patch_status(body, compute)
         run.result.status_written = written is not None
-        if written is not None:
-            was_ready = st.condition_status(written[0], st.READY)
-            now_ready = st.condition_status(written[1], st.READY)
-            if was_ready != now_ready:
-                message = next(
-                    c["message"] for c in written[1]["conditions"] if c["type"] == st.READY
-                )
-                kind = "Normal" if now_ready == "True" else "Warning"
-                self.emit(body, kind, "Ready" if now_ready == "True" else "NotReady", message)
+        if written is None:
+            return
+        was_ready = st.condition_status(written.before, st.READY)
+        new_status = written.obj.get("status") or {}
+        now_ready = st.condition_status(new_status, st.READY)
+        if was_ready != now_ready:
+            message = next(c["message"] for c in new_status["conditions"] if c["type"] == st.READY)
+            if now_ready == "True":
+                note = Note("Normal", "Ready", message, "Reconcile")
+            else:
+                note = Note("Warning", "NotReady", message, "Reconcile")
+            await self._post(body, [note])
+
+    async def _post(self, body: dict[str, Any], notes: list[Note]) -> None:
+        await asyncio.gather(*(self.events(body, note) for note in notes))
 
     async def _patch_status(
         self,
         body: dict[str, Any],
         compute: Callable[[dict[str, Any]], dict[str, Any]],
-    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """Write compute(status) when it differs; returns (old, new) when written.
-
-        The self-healing loop writes the same status (its own conditions in the same
-        list), so the patch carries the resourceVersion it was computed from: a
-        concurrent change, or a body older than the object, gets 409 Conflict, and
-        only then is the object read again and the status recomputed (tenacity)
-        instead of clobbering it.
-        """
-        meta = body["metadata"]
-        ns, name = meta["namespace"], meta["name"]
-        rv, current = _resource_version(body), body.get("status") or {}
-        try:
-            async for attempt in retrying_on_conflict():
-                with attempt:
-                    if rv is None or attempt.retry_state.attempt_number > 1:
-                        fresh = await self.api.get(API_VERSION, KIND, ns, name)
-                        if fresh is None:
-                            return None
-                        rv, current = _resource_version(fresh), fresh.get("status") or {}
-                    new = compute(current)
-                    patch = st.status_patch(current, new)
-                    if not patch:
-                        return None
-                    await self.api.patch(
-                        API_VERSION,
-                        KIND,
-                        ns,
-                        name,
-                        {"metadata": {"resourceVersion": rv}, "status": patch},
-                        "status",
-                    )
-                    return current, new
-        except KubeError as exc:
-            if exc.status == 409:
-                raise KubeError(409, f"status of {name} kept changing; will retry") from exc
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+    ) -> StatusWrite | None:
+        """Write compute(status) when it differs (kube.write_status); None when not written."""
+        written = await write_status(
+            self.api, body, lambda current: st.status_patch(current, compute(current))
+        )
+        return written if written is not None and written.patch else None
 
     async def _write_invalid(self, body: dict[str, Any], exc: InvalidSpec) -> None:
         def compute(current: dict[str, Any]) -> dict[str, Any]:
@@ -410,7 +378,7 @@ class Reconciler:
             )
 
         if await self._patch_status(body, compute):
-            self.emit(body, "Warning", reasons.INVALID_SPEC, str(exc))
+            await self._post(body, [Note("Warning", reasons.INVALID_SPEC, str(exc), "Reconcile")])
 
     async def _write_failed(self, body: dict[str, Any], vs: VoiceService, message: str) -> None:
         def compute(current: dict[str, Any]) -> dict[str, Any]:
@@ -420,6 +388,7 @@ class Reconciler:
 
         try:
             if await self._patch_status(body, compute):
-                self.emit(body, "Warning", reasons.RECONCILE_FAILED, message)
+                note = Note("Warning", reasons.RECONCILE_FAILED, message, "Reconcile")
+                await self._post(body, [note])
         except KubeError as exc:  # the original error matters more; log this one
             log.warning("could not record the failed reconcile of %s: %s", vs.name, exc)

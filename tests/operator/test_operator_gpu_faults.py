@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from voiceops_operator import healing, observe, reasons
+from voiceops_operator.events import Note
 from voiceops_operator.policy import (
     GPUFault,
     GPUMetrics,
@@ -82,15 +84,15 @@ class Recorder:
         self.settings = OperatorSettings(_env_file=None)
         self.instance = "operator-0"
         self.deleted: list[str] = []
-        self.events: list[dict[str, Any]] = []
+        self.notes: list[Note] = []
         self.api = self
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         self.deleted.append(f"{kind}/{namespace}/{name}")
         return True
 
-    async def create_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
+    async def events(self, body: Mapping[str, Any], note: Note) -> None:
+        self.notes.append(note)
 
 
 async def test_the_loop_deletes_a_faulty_pod_once_and_says_why() -> None:
@@ -103,6 +105,6 @@ async def test_the_loop_deletes_a_faulty_pod_once_and_says_why() -> None:
     await loop._replace_faulty(body, pods, decision)
     await loop._replace_faulty(body, pods, decision)  # the next pass: already deleted
     assert runtime.deleted == ["Pod/speech/tts-gpu-a"]
-    (event,) = runtime.events
-    assert (event["type"], event["reason"]) == ("Warning", "GPUHardwareFault")
-    assert "tts-gpu-a on node n1: GPU 0 (GPU-5a1b): xid_79" in event["message"]
+    (note,) = runtime.notes
+    assert (note.type, note.reason, note.action) == ("Warning", "GPUHardwareFault", "ReplacePod")
+    assert "tts-gpu-a on node n1: GPU 0 (GPU-5a1b): xid_79" in note.message

@@ -1,4 +1,4 @@
-"""The healing loop's pure helpers: conditions, status and routing patches, events."""
+"""The healing loop's pure helpers: conditions, the status patch, routing, events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from voiceops_operator import build, healing_patches, names, opmetrics, policy, reasons
+from voiceops_operator import build, events, healing_patches, names, opmetrics, policy, reasons
 from voiceops_operator import status as st
 from voiceops_operator.spec import parse_voiceservice
 
@@ -111,68 +111,49 @@ def test_status_patch_changes_only_the_ratio() -> None:
 
 @pytest.mark.parametrize(
     ("tier", "expected"),
-    [
-        ("fallback", {names.LABEL_TIER: "fallback"}),
-        ("both", {names.LABEL_TIER: None}),
-    ],
+    [("gpu", "gpu"), ("fallback", "fallback"), ("both", None)],
 )
-def test_front_selector_patch(tier: str, expected: dict[str, Any]) -> None:
-    service = build.build_front_service(VS, build.Routing("gpu"))
-    patch = healing_patches.front_selector_patch(service, VS, build.Routing(tier))  # type: ignore[arg-type]
-    assert patch is not None
-    selector = patch["spec"]["selector"]
-    assert selector[names.LABEL_TIER] == expected[names.LABEL_TIER]
+def test_the_front_service_selects_the_decided_tier(tier: str, expected: str | None) -> None:
+    routing = build.routing_within(build.Routing(tier), VS.spec)  # type: ignore[arg-type]
+    selector = build.build_front_service(VS, routing)["spec"]["selector"]
+    assert selector.get(names.LABEL_TIER) == expected
     assert selector[names.LABEL_INSTANCE] == "tts"
-    # Already right: nothing to write.
-    right = build.build_front_service(VS, build.Routing(tier))  # type: ignore[arg-type]
-    assert healing_patches.front_selector_patch(right, VS, build.Routing(tier)) is None  # type: ignore[arg-type]
 
 
-def test_front_selector_stays_on_gpu_without_fallback() -> None:
+def test_without_fallback_the_decision_routes_to_the_gpu_tier() -> None:
     off = parse_voiceservice(vs_manifest(fallback={"enabled": False}))
-    service = build.build_front_service(off, build.Routing("gpu"))
-    assert healing_patches.front_selector_patch(service, off, build.Routing("fallback")) is None
+    assert build.routing_within(build.Routing("fallback", 3), off.spec) == build.Routing("gpu")
 
 
-def test_scale_patches_respect_the_hpa() -> None:
-    routing = build.Routing("fallback", fallback_replicas=3)
-    hpa = build.build_fallback_hpa(VS, build.Routing())
-    deployment = build.build_fallback_deployment(VS, build.Routing(), _settings())
-    patches = healing_patches.fallback_scale_patches(VS, routing, hpa, deployment)
-    assert [(p.kind, p.patch) for p in patches] == [
-        ("HorizontalPodAutoscaler", {"spec": {"minReplicas": 3}}),
-        ("Deployment", {"spec": {"replicas": 3}}),
-    ]
-    # Back to standby: only the HPA minimum moves; the HPA scales the pods down itself.
-    scaled = {**deployment, "spec": {**deployment["spec"], "replicas": 3}}
-    hpa3 = {**hpa, "spec": {**hpa["spec"], "minReplicas": 3}}
-    patches = healing_patches.fallback_scale_patches(VS, build.Routing("gpu", 1), hpa3, scaled)
-    assert [(p.kind, p.patch) for p in patches] == [
-        ("HorizontalPodAutoscaler", {"spec": {"minReplicas": 1}}),
-    ]
-
-
-def test_scale_patches_without_hpa_set_replicas() -> None:
+def test_the_fallback_hpa_minimum_follows_the_decision() -> None:
+    desired = build.build_all(VS, build.Routing("fallback", fallback_replicas=3), _settings())
+    assert build.hpa_minimums(desired) == {
+        "tts-gpu": VS.spec.autoscaling.min_replicas,
+        "tts-fallback": 3,
+    }
     no_hpa = parse_voiceservice(vs_manifest(autoscaling={"enabled": False}))
-    deployment = build.build_fallback_deployment(no_hpa, build.Routing(), _settings())
-    patches = healing_patches.fallback_scale_patches(
-        no_hpa, build.Routing("both", 2), None, deployment
-    )
-    assert [(p.kind, p.patch) for p in patches] == [("Deployment", {"spec": {"replicas": 2}})]
-    same = healing_patches.fallback_scale_patches(no_hpa, build.Routing("gpu", 1), None, deployment)
-    assert same == []
+    desired = build.build_all(no_hpa, build.Routing("both", 2), _settings())
+    assert build.hpa_minimums(desired) == {}
+    (fallback,) = [
+        o for o in desired if (o["kind"], o["metadata"]["name"]) == ("Deployment", "tts-fallback")
+    ]
+    assert fallback["spec"]["replicas"] == 2
 
 
 def test_transition_event_shape() -> None:
     d = failed_over_decision()
     assert d.transition is not None
-    event = healing_patches.transition_event(vs_manifest(), d.transition, NOW, "op-0")
+    note = healing_patches.transition_note(d.transition)
+    event = events.event_body(vs_manifest(), note, NOW, "op-0")
     assert event["type"] == "Warning"
     assert event["reason"] == reasons.GPU_MEMORY_CRITICAL
+    assert event["action"] == "FailOver"
     assert event["involvedObject"]["kind"] == "VoiceService"
     assert event["involvedObject"]["uid"] == "u-1"
     assert "Serving → FailedOver" in event["message"]
     assert event["metadata"]["generateName"] == "tts."
+    assert event["source"]["component"] == events.COMPONENT
+    assert event["reportingInstance"] == "op-0"
 
 
 def _settings():

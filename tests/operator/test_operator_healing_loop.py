@@ -37,7 +37,7 @@ from healing_harness import (
 from prometheus_client.parser import text_string_to_metric_families
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient
-from voiceops_operator import healing, healing_patches, names, policy, reasons, tiers
+from voiceops_operator import events, healing, names, policy, reasons, tiers
 from voiceops_operator.kube import KubeApi, KubeError
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
@@ -170,7 +170,7 @@ class Service:
         return [
             e
             for e in found.get("items") or []
-            if (e.get("source") or {}).get("component") == healing_patches.COMPONENT
+            if (e.get("source") or {}).get("component") == events.COMPONENT
         ]
 
     async def gpu_pods(self) -> list[dict[str, Any]]:
@@ -208,8 +208,7 @@ async def _setup(
     }
     await api.request("POST", VOICESERVICES.format(namespace=namespace), body)
     service = Service(api, namespace)
-    reconciler = Reconciler(runtime.api, runtime.settings, lambda *a: None)
-    await reconciler.reconcile_body(await service.vs())
+    await runtime.reconciler.reconcile_body(await service.vs())
     # The ReplicaSet controller makes the pods, the scheduler binds them, the kubelet runs them.
     await eventually(
         lambda: all(len(kubelet.ready_pods(namespace, tier)) == 1 for tier in ready_tiers),
@@ -618,8 +617,10 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
     await step_until(loop, service, phase_is("Serving"))
     gpu_metrics.ratio = 0.99
     # The GPU tier's pod is ready and the Deployment controller has counted it; the core
-    # wrote its status before that, so it has a change to write.
+    # wrote its status before that (set here: the loop's first pass had the core apply
+    # its routing, which recorded the count), so it has a change to write.
     await eventually(service.gpu_ready_replicas, 30, "the GPU Deployment's ready replica")
+    await service.patch_status({"gpu": {"readyReplicas": 0}})
     stale = await service.vs()
     assert (stale["status"].get("gpu") or {}).get("readyReplicas", 0) == 0
     healer = healing.HealingLoop(runtime, namespace, "tts")
@@ -637,9 +638,12 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
     # The loop fails over between the core's read and its status write.
     core_api = KubeApi(runtime.api_client, runtime.settings.api_timeout_seconds)
     outcomes = intercept_status_patches(core_api, heal_first)
-    reconciler = Reconciler(core_api, runtime.settings, lambda *a: None)
+    reconciler = Reconciler(core_api, runtime.settings, runtime.events)
     await reconciler.reconcile_body(stale)
-    assert outcomes == [409, 200], "the core must send resourceVersion and retry on 409"
+    # 409: the core sent the resourceVersion it computed from. On the fresh status it
+    # finds nothing left to write: the reconcile the loop asked for to apply its
+    # routing recorded the count already.
+    assert outcomes == [409], "the core must send resourceVersion and retry on 409"
     status = await service.status()
     assert (status["phase"], status["activeTier"]) == ("FailedOver", "fallback")
     assert (await service.condition("FailedOver"))["status"] == "True"
@@ -656,7 +660,7 @@ async def test_concurrent_writers_converge_without_losing_either_side(
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, cooldownSeconds=0)
     loop = healing.HealingLoop(runtime, namespace, "tts")
-    reconciler = Reconciler(runtime.api, runtime.settings, lambda *a: None)
+    reconciler = runtime.reconciler
     await step_until(loop, service, phase_is("Serving"))
     (gpu_pod,) = kubelet.pods(namespace, "gpu")
     for round_ in range(12):

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from voiceops_operator import build
+from voiceops_operator.events import Note
 from voiceops_operator.kube import KubeError
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
@@ -145,6 +146,10 @@ def snapshot(
     return WatchedObjects(indexes)
 
 
+async def no_events(body: Mapping[str, Any], note: Note) -> None:
+    """Events are not what these tests are about (the API calls are)."""
+
+
 def voiceservice(api: FakeApi) -> dict[str, Any]:
     return api.put(
         {
@@ -168,7 +173,7 @@ def settings() -> OperatorSettings:
 async def built(api: FakeApi, settings: OperatorSettings) -> Reconciler:
     """A VoiceService whose children and status the reconciler has just written."""
     voiceservice(api)
-    reconciler = Reconciler(api, settings, lambda *a: None, live(api))
+    reconciler = Reconciler(api, settings, no_events, live(api))
     result = await reconciler.request(NS, "tts")
     assert result is not None
     assert result.created
@@ -202,7 +207,7 @@ async def test_a_view_older_than_our_status_write_is_read_again_and_not_written(
 ) -> None:
     api = FakeApi()
     before = voiceservice(api)  # the body the first pass read
-    reconciler = Reconciler(api, settings, lambda *a: None, live(api))
+    reconciler = Reconciler(api, settings, no_events, live(api))
     await reconciler.request(NS, "tts")
     written = copy.deepcopy(stored_vs(api))
     # The VoiceService's watch event of that write has not come yet.
@@ -303,7 +308,7 @@ async def test_a_request_for_an_object_the_watch_lacks_sends_nothing(
     settings: OperatorSettings,
 ) -> None:
     api = FakeApi()
-    reconciler = Reconciler(api, settings, lambda *a: None, live(api))
+    reconciler = Reconciler(api, settings, no_events, live(api))
     assert await reconciler.request(NS, "gone") is None
     assert api.calls == []
 
@@ -322,3 +327,83 @@ def test_an_index_keeps_the_body_by_namespace_and_name_without_managed_fields() 
         }
     }
     assert "managedFields" in body["metadata"], "the watched body itself is left alone"
+
+
+# --- routing: the healing loop decides, the reconcile writes the children -----------------
+
+
+def front_tier(api: FakeApi) -> str | None:
+    service = api.objects[("v1", "Service", NS, "tts")]
+    return service["spec"]["selector"].get("voiceops.io/tier")
+
+
+def fallback_scale(api: FakeApi) -> tuple[int, int]:
+    """(the fallback HPA's minimum, the fallback Deployment's replicas)."""
+    hpa = api.objects[("autoscaling/v2", "HorizontalPodAutoscaler", NS, "tts-fallback")]
+    deployment = api.objects[("apps/v1", "Deployment", NS, "tts-fallback")]
+    return hpa["spec"]["minReplicas"], deployment["spec"]["replicas"]
+
+
+def record_decision(api: FakeApi, routing: build.Routing) -> None:
+    """What the healing loop writes before it asks for a reconcile: its status fields."""
+    _merge(
+        stored_vs(api),
+        {
+            "status": {
+                "activeTier": routing.active_tier,
+                "fallback": {"desiredReplicas": routing.fallback_replicas},
+            }
+        },
+    )
+    api._stamp(stored_vs(api))
+
+
+async def test_a_routing_decision_moves_the_children_and_a_lagging_view_keeps_it(
+    settings: OperatorSettings,
+) -> None:
+    api = FakeApi()
+    reconciler = await built(api, settings)
+    assert (front_tier(api), fallback_scale(api)) == ("gpu", (1, 1))
+    before_decision = copy.deepcopy(stored_vs(api))
+    failed_over = build.Routing("fallback", fallback_replicas=3)
+    record_decision(api, failed_over)
+    # The VoiceService's watch has not delivered the decision yet.
+    reconciler.reads = snapshot(api, shown=(before_decision,))
+    api.calls.clear()
+    result = await reconciler.route(NS, "tts", failed_over)
+    assert result is not None
+    assert sorted(result.updated) == [
+        "Deployment tts-fallback",  # raised to the HPA's new minimum at once
+        "HorizontalPodAutoscaler tts-fallback",
+        "Service tts",
+    ]
+    assert (front_tier(api), fallback_scale(api)) == ("fallback", (3, 3))
+    # Drift repair woken by those writes: the children's watches have caught up, the
+    # VoiceService's still lags. Nothing is undone.
+    reconciler.reads = snapshot(api, shown=(before_decision,))
+    api.calls.clear()
+    result = await reconciler.request(NS, "tts")
+    assert result is not None
+    assert result.created == result.updated == result.deleted == []
+    assert (front_tier(api), fallback_scale(api)) == ("fallback", (3, 3))
+
+
+async def test_back_to_standby_lowers_the_minimum_and_leaves_scaling_down_to_the_hpa(
+    settings: OperatorSettings,
+) -> None:
+    api = FakeApi()
+    reconciler = await built(api, settings)
+    for routing in (build.Routing("fallback", 3), build.Routing("gpu", 1)):
+        record_decision(api, routing)
+        await reconciler.route(NS, "tts", routing)
+    assert front_tier(api) == "gpu"
+    assert fallback_scale(api) == (1, 3), "the HPA scales the Deployment down, not the operator"
+
+
+async def test_a_restarted_operator_routes_from_the_status(settings: OperatorSettings) -> None:
+    api = FakeApi()
+    await built(api, settings)
+    record_decision(api, build.Routing("both", 2))
+    restarted = Reconciler(api, settings, no_events, live(api))  # no decision in memory
+    await restarted.request(NS, "tts")
+    assert (front_tier(api), fallback_scale(api)) == (None, (2, 2))
