@@ -67,6 +67,12 @@ class Traffic:
     in_flight: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CLIENT_KINDS, 0))
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _sent: int = 0
+
+    def next_input(self) -> str:
+        """The text of the next request: numbered, so the pods' audio cache never answers it."""
+        self._sent += 1
+        return f"{self.text} Request {self._sent}."
 
     async def discover(self) -> tuple[str, str]:
         """The model id and default voice the service advertises (what a user would use)."""
@@ -102,7 +108,11 @@ class Traffic:
         return [r for r in self.records if not r.ok and client in (None, r.client)]
 
     def _body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "input": self.text, "response_format": "wav"}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": self.next_input(),
+            "response_format": "wav",
+        }
         if self.voice:
             body["voice"] = self.voice
         return body
@@ -143,7 +153,7 @@ class Traffic:
                     raw = await client.audio.speech.with_raw_response.create(
                         model=self.model,
                         voice=self.voice or "alloy",
-                        input=self.text,
+                        input=self.next_input(),
                         response_format="wav",
                     )
                     record = _record("openai", started, raw.status_code, raw.headers)

@@ -107,17 +107,26 @@ class Load:
             connector=aiohttp.TCPConnector(force_close=True, limit=0), timeout=timeout
         ) as session:
             await asyncio.gather(
-                *(self._spike_client(session, body, until) for _ in range(clients))
+                *(
+                    self._spike_client(session, body, self.traffic.next_input, until)
+                    for _ in range(clients)
+                )
             )
 
     async def _spike_client(
-        self, session: aiohttp.ClientSession, body: dict[str, Any], until: float
+        self,
+        session: aiohttp.ClientSession,
+        body: dict[str, Any],
+        next_input: Callable[[], str],
+        until: float,
     ) -> None:
         while time.monotonic() < until:
             started = time.monotonic()
             try:
                 url = self.base_url() + pod_contract.PATH_SPEECH
-                async with session.post(url, json=body) as resp:
+                # A new text each time, as the steady load has: the audio cache answers none.
+                payload = {**body, "input": next_input()}
+                async with session.post(url, json=payload) as resp:
                     await resp.read()
                     answer = Answer(
                         "spike",
