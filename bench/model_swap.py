@@ -2,7 +2,7 @@
 the audio cache's hit latency beside a miss.
 
 One real ``voiceops-service --engine vits`` process (the joe voice, model versions
-derived from it as in the tests: ``tests/service/model_versions.py``) serves
+derived from it as in the tests: ``tests/testsupport/model_versions.py``) serves
 closed-loop callers (distinct texts, so every request reaches the engine) while
 the script swaps the model ``--swaps`` times through ``POST /admin/models``,
 alternating two versions. Reported per swap: its total time and the load,
@@ -40,8 +40,8 @@ from _common import cpu_model, percentile
 from voiceops_localcluster.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "service"))  # the derived model versions
-from model_versions import file_uri, reexported  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))  # testsupport: the derived model versions
+from testsupport.model_versions import file_uri, reexported  # noqa: E402
 
 TOKEN = "bench-model-token"
 AUTH = {"X-Voiceops-Model-Token": TOKEN}

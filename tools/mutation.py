@@ -201,13 +201,11 @@ def stage(module: CoreModule, folder: Path) -> None:
         test_dir = (ROOT / test).parent
         target_dir = folder / Path(test).parent
         target_dir.mkdir(parents=True, exist_ok=True)
-        # The folder's conftest.py and the plain modules the tests import by name.
-        helpers = [test_dir / "conftest.py", *test_dir.glob("*_helpers.py")]
-        for helper in [*helpers, *test_dir.glob("*_harness.py")]:
-            if not helper.exists():
-                continue
-            shutil.copy2(helper, target_dir / helper.name)
+        # The folder's conftest.py; the shared helpers come with tests/testsupport.
+        if (test_dir / "conftest.py").exists():
+            shutil.copy2(test_dir / "conftest.py", target_dir / "conftest.py")
         shutil.copy2(ROOT / test, folder / test)
+    _copy_tree(ROOT / "tests" / "testsupport", folder / "tests" / "testsupport")
     for extra in ALSO_COPY:
         if (ROOT / extra).is_dir():
             _copy_tree(ROOT / extra, folder / extra)
@@ -222,6 +220,7 @@ def _stage_pyproject(module: CoreModule) -> str:
     return "\n".join(
         [
             "[tool.pytest.ini_options]",
+            'pythonpath = ["tests"]',
             'asyncio_mode = "auto"',
             'asyncio_default_fixture_loop_scope = "function"',
             "timeout = 120",

@@ -224,7 +224,7 @@ def openapi_schema() -> dict[str, Any]:
             },
             "kind": {"description": "Kind of this object (VoiceService).", "type": "string"},
             # The API server refuses anything else here (a real one said so; see
-            # tests/operator/test_operator_real_apiserver.py).
+            # tests/operator/test_operator_spec_reconcile.py).
             "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": _status_schema(),

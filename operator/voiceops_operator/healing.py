@@ -30,14 +30,13 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 from voiceops_contract import pod as pod_contract
 
 from voiceops_operator import build, names, observe, policy, routing_notices
@@ -90,23 +89,6 @@ class HealingRuntime:
     # closed clients until kopf's cancellation timeout.
     closed: bool = False
 
-    async def list_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        selector = f"{names.LABEL_INSTANCE}={name},{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
-        try:
-            body = await self.api_client.call_api(
-                f"/api/v1/namespaces/{namespace}/pods",
-                "GET",
-                query_params=[("labelSelector", selector)],
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                response_types_map={200: "object"},
-                _return_http_data_only=True,
-                _request_timeout=self.settings.api_timeout_seconds,
-            )
-        except ApiException as exc:
-            raise KubeError(exc.status or 0, str(exc.reason)) from None
-        return list((body or {}).get("items") or [])
-
     async def gpu_metrics(
         self, namespace: str, gpu_pods: list[dict[str, Any]]
     ) -> observe.ScrapeResult:
@@ -152,6 +134,17 @@ class HealingRuntime:
 # per pass: one LIST per VoiceService per pass adds up to many API reads a second
 # (the numbers: bench/README.md).
 PodSource = Callable[[], list[dict[str, Any]]]
+# Pods by (namespace, VoiceService), as the pod watch keeps them (kopf.Index is one).
+PodIndex = Mapping[tuple[str, str], Collection[dict[str, Any]]]
+
+
+def pods_from_index(index: PodIndex, namespace: str, name: str) -> PodSource:
+    """The pod source of one VoiceService's loop: its entry in the pod watch's index."""
+
+    def pods() -> list[dict[str, Any]]:
+        return list(index.get((namespace, name), ()))
+
+    return pods
 
 
 class HealingLoop:
@@ -162,12 +155,12 @@ class HealingLoop:
         runtime: HealingRuntime,
         namespace: str,
         name: str,
-        pods: PodSource | None = None,
+        pods: PodSource,
     ) -> None:
         self.runtime = runtime
         self.namespace = namespace
         self.name = name
-        self.pods = pods  # None: LIST them from the API server each pass
+        self.pods = pods
         self.state: policy.PolicyState | None = None
         self.applied: build.Routing | None = None  # routing the reconcile last applied
         self.config: policy.PolicyConfig | None = None  # from the spec, each pass
@@ -193,10 +186,7 @@ class HealingLoop:
         )
         if self.state is None:
             self.state = policy.state_from_status(dict(body.get("status") or {}))
-        if self.pods is not None:
-            pods = self.pods()
-        else:
-            pods = await self.runtime.list_pods(self.namespace, self.name)
+        pods = self.pods()
         gpu_pods = [p for p in pods if _tier_of(p) == "gpu"]
         fallback_pods = [p for p in pods if _tier_of(p) == "fallback"]
         scraped = await self.runtime.gpu_metrics(self.namespace, observe.live_pods(gpu_pods))

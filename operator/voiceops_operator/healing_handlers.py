@@ -17,7 +17,7 @@ import kopf
 
 from voiceops_operator import names
 from voiceops_operator.context import context_of
-from voiceops_operator.healing import HealingLoop, HealingRuntime, run_loop
+from voiceops_operator.healing import HealingLoop, HealingRuntime, pods_from_index, run_loop
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import GROUP, PLURAL, VERSION
 
@@ -75,9 +75,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         key = (namespace, name)
         wake = runtime.wakers.setdefault(key, asyncio.Event())
 
-        def pods() -> list[dict[str, Any]]:
-            return list(voiceops_pods.get(key, []))
-
+        pods = pods_from_index(voiceops_pods, namespace, name)
         try:
             await run_loop(HealingLoop(runtime, namespace, name, pods), body, stopped, wake)
         finally:

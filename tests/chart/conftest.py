@@ -1,11 +1,11 @@
-"""Fixtures for the chart, image and script checks (helpers live in chart_support)."""
+"""Fixtures for the chart, image and script checks (helpers live in testsupport.chart)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from chart_support import REPO_ROOT, tool
+from testsupport.chart import REPO_ROOT, tool
 
 
 @pytest.fixture(scope="session")

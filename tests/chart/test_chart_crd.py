@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from chart_support import CHART_DIR, REPO_ROOT, by_kind, render
+from testsupport.chart import CHART_DIR, REPO_ROOT, by_kind, render
 
 SOURCE_CRD = REPO_ROOT / "crds" / "voiceservice.yaml"
 CHART_CRD = CHART_DIR / "crds" / "voiceservice.yaml"

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART_DIR, NAMESPACE, RELEASE, TOOLS_BIN
+from testsupport.chart import CHART_DIR, NAMESPACE, RELEASE, TOOLS_BIN
 from voiceops_localcluster import pod_network
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import NodeAgent

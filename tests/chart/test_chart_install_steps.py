@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from chart_support import REPO_ROOT, missing
+from testsupport.chart import REPO_ROOT, missing
 
 BEGIN, END = "<!-- install:begin -->", "<!-- install:end -->"
 # Options of `pip install` that take a value; the index decides which torch build comes.

@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from chart_support import (
+from testsupport.chart import (
     KUBERNETES_VERSIONS,
     NAMESPACE,
     RELEASE,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_support import REPO_ROOT, helm_template, run, tool
+from testsupport.chart import REPO_ROOT, helm_template, run, tool
 
 KIND_DIR = REPO_ROOT / "e2e" / "kind"
 SCRIPT = KIND_DIR / "run.sh"

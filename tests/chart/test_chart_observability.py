@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from chart_support import CHART_DIR, one, render
+from testsupport.chart import CHART_DIR, one, render
 from voiceops_contract import metrics as contract_metrics
 from voiceops_operator import opmetrics
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pytest
-from chart_support import by_kind, one, render
+from testsupport.chart import by_kind, one, render
 from voiceops_operator import permissions as operator_permissions
 
 Permission = tuple[str, str, str]  # (apiGroup, resource, verb)

@@ -9,7 +9,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from chart_support import (
+from testsupport.chart import (
     ALL_FEATURES,
     CHART_DIR,
     KUBERNETES_VERSIONS,

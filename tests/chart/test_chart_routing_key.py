@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from chart_support import by_kind, one, render
+from testsupport.chart import by_kind, one, render
 from voiceops_operator.settings import OperatorSettings
 
 

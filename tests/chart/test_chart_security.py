@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import (
+from testsupport.chart import (
     ALL_FEATURES,
     REPO_ROOT,
     deep_merge,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chart_support import ALL_FEATURES, NAMESPACE, by_kind, kinds, one, render
+from testsupport.chart import ALL_FEATURES, NAMESPACE, by_kind, kinds, one, render
 from voiceops_operator.settings import OperatorSettings
 
 DEFAULT_KINDS = sorted(

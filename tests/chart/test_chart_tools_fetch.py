@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from chart_support import REPO_ROOT, missing
+from testsupport.chart import REPO_ROOT, missing
 
 
 def _load_fetch_module() -> ModuleType:

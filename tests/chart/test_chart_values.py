@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART_DIR, helm_template
+from testsupport.chart import CHART_DIR, helm_template
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 VALUES_TEXT = (CHART_DIR / "values.yaml").read_text()

@@ -1,11 +1,11 @@
-"""Shared fixtures for the operator tests (plain helpers live in operator_helpers.py)."""
+"""Shared fixtures for the operator tests (plain helpers live in testsupport/manifests.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from operator_helpers import EXAMPLES
+from testsupport.manifests import EXAMPLES
 from voiceops_operator.settings import OperatorSettings
 
 

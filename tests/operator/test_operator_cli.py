@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from operator_helpers import REPO
+from testsupport.manifests import REPO
 from voiceops_operator.cli import main
 
 CLI = [sys.executable, "-m", "voiceops_operator.cli"]

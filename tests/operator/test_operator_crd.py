@@ -8,8 +8,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from operator_crd_harness import admit
-from operator_helpers import REPO, manifest, voiceservices_in
+from testsupport.crd_admission import admit
+from testsupport.manifests import REPO, manifest, voiceservices_in
 from voiceops_operator import apidoc, crd, policy, spec, tiers
 from voiceops_operator.cli import crd_yaml
 

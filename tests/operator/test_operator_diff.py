@@ -6,7 +6,7 @@ import copy
 from decimal import Decimal
 
 import pytest
-from operator_helpers import manifest
+from testsupport.manifests import manifest
 from voiceops_operator import build, diff
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import parse_voiceservice

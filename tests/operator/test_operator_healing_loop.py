@@ -6,8 +6,10 @@ pods under the Deployments the core's reconcile creates; Deployment status; HPAs
 and the scheduler (binding the pods, or reporting them unschedulable), the
 kubernetes_asyncio client, the core's reconcile, and the healing loop's scraping
 over loopback HTTP with its patches and Events. Test double: the node's kubelet
-(``healing_harness.LoopbackKubelet``), which reports the pods Running and Ready with
-loopback pod IPs where small /metrics servers in the contract's format answer. The
+(``testsupport.loopback_kubelet.LoopbackKubelet``), which reports the pods Running
+and Ready with loopback pod IPs where small /metrics servers in the contract's format
+answer. Each loop reads its pods as in production, from an index kept by a pod watch
+(``testsupport.pod_watch.WatchedPods`` through ``healing.pods_from_index``). The
 loop is driven here pass by pass (``HealingLoop.step``) or as kopf's daemon runs it
 (``healing.run_loop``). The full operator process with real service processes is in
 test_operator_failover_clients.py.
@@ -24,7 +26,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from healing_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+from testsupport.loopback_kubelet import (
     VOICESERVICES,
     DaemonStopped,
     GpuMetrics,
@@ -34,7 +37,7 @@ from healing_harness import (
     create_namespace,
     eventually,
 )
-from prometheus_client.parser import text_string_to_metric_families
+from testsupport.pod_watch import WatchedPods
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient
 from voiceops_operator import events, healing, names, policy, reasons, tiers
@@ -85,6 +88,17 @@ async def kubelet(api: KubeClient) -> AsyncIterator[LoopbackKubelet]:
     finally:
         await node.stop()
     assert node.failures == [], node.failures
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def watched_pods(api: KubeClient) -> AsyncIterator[WatchedPods]:
+    """The pods as the operator's pod watch sees them: the loops' pod source."""
+    pods = WatchedPods(api)
+    await pods.start()
+    try:
+        yield pods
+    finally:
+        await pods.stop()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -253,6 +267,13 @@ async def _steps_for(
     return transitions
 
 
+def new_loop(
+    runtime: healing.HealingRuntime, namespace: str, pods: WatchedPods
+) -> healing.HealingLoop:
+    """The loop of ``tts`` as the operator's daemon makes it: pods from the pod watch."""
+    return healing.HealingLoop(runtime, namespace, "tts", pods.source(namespace, "tts"))
+
+
 def signals_in(vs: dict[str, Any]) -> dict[str, str]:
     """The pending signals the healing loop recorded in the status (restarts resume them)."""
     return (((vs.get("status") or {}).get("healing") or {}).get("signals")) or {}
@@ -279,6 +300,7 @@ def metric_samples(runtime: healing.HealingRuntime) -> dict[tuple[str, tuple[str
 
 
 async def test_pressure_degrades_fails_over_and_recovers(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -286,7 +308,7 @@ async def test_pressure_degrades_fails_over_and_recovers(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     assert await service.front_tier() == "gpu"
 
@@ -317,7 +339,7 @@ async def test_pressure_degrades_fails_over_and_recovers(
     )
 
     # A restarted operator (fresh loop, state from status) keeps the failover.
-    restarted = healing.HealingLoop(runtime, namespace, "tts")
+    restarted = new_loop(runtime, namespace, watched_pods)
     flaps = await _steps_for(restarted, service, seconds=1.5)
     assert flaps == []
     assert await service.front_tier() == "fallback"
@@ -340,6 +362,7 @@ async def test_pressure_degrades_fails_over_and_recovers(
 
 
 async def test_unreadable_metrics_are_not_healthy(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -347,7 +370,7 @@ async def test_unreadable_metrics_are_not_healthy(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     await gpu_metrics.stop()  # the pod stays Ready, its /metrics goes away
     await step_until(loop, service, phase_is("Degraded"))
@@ -357,6 +380,7 @@ async def test_unreadable_metrics_are_not_healthy(
 
 
 async def test_no_writes_in_steady_state(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -364,7 +388,7 @@ async def test_no_writes_in_steady_state(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     await _steps_for(loop, service, seconds=0.3)  # settle the first writes
     before = runtime.api.counts.writes
@@ -375,6 +399,7 @@ async def test_no_writes_in_steady_state(
 
 
 async def test_gpu_pod_lost_with_no_gpu_left_to_reschedule_on_fails_over_once(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -382,7 +407,7 @@ async def test_gpu_pod_lost_with_no_gpu_left_to_reschedule_on_fails_over_once(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, unschedulableAfterSeconds=2)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     await kubelet.set_gpu_capacity(0)  # the node's GPU is gone
     try:
@@ -413,6 +438,7 @@ async def test_gpu_pod_lost_with_no_gpu_left_to_reschedule_on_fails_over_once(
 
 
 async def test_gpu_pods_that_never_schedule_fail_over_after_the_grace(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -425,7 +451,7 @@ async def test_gpu_pods_that_never_schedule_fail_over_after_the_grace(
         service = await _setup(
             api, kubelet, runtime, namespace, ("fallback",), unschedulableAfterSeconds=2
         )
-        loop = healing.HealingLoop(runtime, namespace, "tts")
+        loop = new_loop(runtime, namespace, watched_pods)
         transitions = await step_until(loop, service, phase_is("FailedOver"))
         (failover,) = transitions
         assert (failover.from_phase, failover.reason) == ("Pending", "GPUUnschedulable")
@@ -476,6 +502,7 @@ async def _scheduler_sees_no_gpu(api: KubeClient, kubelet: LoopbackKubelet, name
 
 
 async def test_restart_mid_recovering_resumes_the_recover_after_clock(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -483,7 +510,7 @@ async def test_restart_mid_recovering_resumes_the_recover_after_clock(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, recoverAfterSeconds=3)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     gpu_metrics.ratio = 0.99
     await step_until(loop, service, phase_is("FailedOver"))
@@ -494,7 +521,7 @@ async def test_restart_mid_recovering_resumes_the_recover_after_clock(
 
     # Restart: a fresh loop that knows only what the status says.
     restarted_at = time.time()
-    restarted = healing.HealingLoop(runtime, namespace, "tts")
+    restarted = new_loop(runtime, namespace, watched_pods)
     first = await restarted.step(await service.vs())
     assert first is not None
     assert first.transition is None
@@ -510,6 +537,7 @@ async def test_restart_mid_recovering_resumes_the_recover_after_clock(
 
 
 async def test_restart_mid_pending_pressure_resumes_the_window(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -517,7 +545,7 @@ async def test_restart_mid_pending_pressure_resumes_the_window(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, windowSeconds=2)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     gpu_metrics.ratio = 0.93
     await step_until(loop, service, lambda vs: policy.SIGNAL_PRESSURE in signals_in(vs))
@@ -526,7 +554,7 @@ async def test_restart_mid_pending_pressure_resumes_the_window(
     assert (await service.status())["phase"] == "Serving"
 
     restarted_at = time.time()
-    restarted = healing.HealingLoop(runtime, namespace, "tts")
+    restarted = new_loop(runtime, namespace, watched_pods)
     seen = await step_until(restarted, service, phase_is("Degraded"))
     (degraded,) = seen
     assert degraded.reason == reasons.GPU_MEMORY_HIGH
@@ -576,6 +604,7 @@ def intercept_status_patches(api: KubeApi, before_first: Callable[[], Any]) -> l
 
 
 async def test_healing_write_racing_the_core_does_not_clobber_ready(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -583,7 +612,7 @@ async def test_healing_write_racing_the_core_does_not_clobber_ready(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     gpu_metrics.ratio = 0.93
     stale = await service.vs()  # what the loop's body says
@@ -606,6 +635,7 @@ async def test_healing_write_racing_the_core_does_not_clobber_ready(
 
 
 async def test_core_write_racing_the_healing_loop_keeps_its_routing(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -613,7 +643,7 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, cooldownSeconds=0)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     await step_until(loop, service, phase_is("Serving"))
     gpu_metrics.ratio = 0.99
     # The GPU tier's pod is ready and the Deployment controller has counted it; the core
@@ -623,7 +653,7 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
     await service.patch_status({"gpu": {"readyReplicas": 0}})
     stale = await service.vs()
     assert (stale["status"].get("gpu") or {}).get("readyReplicas", 0) == 0
-    healer = healing.HealingLoop(runtime, namespace, "tts")
+    healer = new_loop(runtime, namespace, watched_pods)
     assert loop.state is not None
     long_ago = time.time() - 10  # the failure has held its window already
     healer.state = loop.state.model_copy(
@@ -652,6 +682,7 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
 
 
 async def test_concurrent_writers_converge_without_losing_either_side(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     runtime: healing.HealingRuntime,
@@ -659,7 +690,7 @@ async def test_concurrent_writers_converge_without_losing_either_side(
     gpu_metrics: GpuMetrics,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, cooldownSeconds=0)
-    loop = healing.HealingLoop(runtime, namespace, "tts")
+    loop = new_loop(runtime, namespace, watched_pods)
     reconciler = runtime.reconciler
     await step_until(loop, service, phase_is("Serving"))
     (gpu_pod,) = kubelet.pods(namespace, "gpu")
@@ -689,6 +720,7 @@ async def test_concurrent_writers_converge_without_losing_either_side(
 
 
 async def test_loop_observes_at_the_spec_cadence_not_the_scrape_interval(
+    watched_pods: WatchedPods,
     api: KubeClient,
     kubelet: LoopbackKubelet,
     plane: ControlPlane,
@@ -703,7 +735,7 @@ async def test_loop_observes_at_the_spec_cadence_not_the_scrape_interval(
     task = None
     try:
         service = await _setup(api, kubelet, rt, namespace)
-        loop = healing.HealingLoop(rt, namespace, "tts")
+        loop = new_loop(rt, namespace, watched_pods)
         collection = VOICESERVICES.format(namespace=namespace)
         async with LiveObject(api, collection, namespace, "tts") as body:
             task = asyncio.ensure_future(healing.run_loop(loop, body, stopped, asyncio.Event()))

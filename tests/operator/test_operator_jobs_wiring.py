@@ -7,8 +7,8 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from operator_crd_harness import admit
-from operator_helpers import manifest
+from testsupport.crd_admission import admit
+from testsupport.manifests import manifest
 from voiceops_contract import pod
 from voiceops_operator import build
 from voiceops_operator.build import Routing

@@ -7,7 +7,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import ValidationError
-from operator_helpers import manifest
+from testsupport.manifests import manifest
 from voiceops_operator import build
 from voiceops_operator.cli import render_documents
 from voiceops_operator.settings import OperatorSettings

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from operator_crd_harness import admit
-from operator_helpers import manifest
+from testsupport.crd_admission import admit
+from testsupport.manifests import manifest
 from voiceops_operator import build, spec
 from voiceops_operator.settings import OperatorSettings
 

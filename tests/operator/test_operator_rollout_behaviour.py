@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operator_helpers import manifest
+from testsupport.manifests import manifest
 from voiceops_operator import build, names
 from voiceops_operator.build import Routing
 from voiceops_operator.settings import OperatorSettings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from operator_helpers import manifest
+from testsupport.manifests import manifest
 from voiceops_operator import spec
 from voiceops_operator.spec import (
     InvalidSpec,

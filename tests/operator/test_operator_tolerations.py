@@ -15,8 +15,8 @@ import itertools
 from typing import Any
 
 import pytest
-from operator_crd_harness import admit
-from operator_helpers import EXAMPLES, manifest, voiceservices_in
+from testsupport.crd_admission import admit
+from testsupport.manifests import EXAMPLES, manifest, voiceservices_in
 from voiceops_operator import build, spec
 from voiceops_operator.settings import OperatorSettings
 

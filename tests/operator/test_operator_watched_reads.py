@@ -3,7 +3,7 @@
 An in-memory API server (``FakeApi``) records every call; the "watch" is either
 its store itself (no lag) or a copy taken earlier (a watch that has not caught
 up). The real API server and kopf's real indexes are in
-test_operator_real_apiserver.py (zero reads and writes in steady state, none
+test_operator_spec_reconcile.py (zero reads and writes in steady state, none
 after a restart).
 """
 

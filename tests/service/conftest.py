@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from service_helpers import ServiceProcess, start_service
+from testsupport.service_process import ServiceProcess, start_service
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from service_helpers import assert_envelope
+from testsupport.service_process import assert_envelope
 from voiceops_service.app import close_service, create_app, load_service
 from voiceops_service.settings import ServiceSettings
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_helpers import ServiceProcess, metric_value, speech, start_service
+from testsupport.service_process import ServiceProcess, metric_value, speech, start_service
 from voiceops_contract import pod
 from voiceops_service.cache import AudioCache, normalise_text
 from voiceops_service.engines.base import SynthesisRequest

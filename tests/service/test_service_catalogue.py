@@ -23,7 +23,7 @@ import openai
 import pytest
 import soundfile
 from fastapi.testclient import TestClient
-from service_helpers import FAULT_TOKEN, assert_envelope, wait_for
+from testsupport.service_process import FAULT_TOKEN, assert_envelope, wait_for
 from voiceops_contract import pod
 from voiceops_service.app import close_service, create_app, load_service
 from voiceops_service.engines.base import Audio, Engine, SynthesisRequest, VoiceInfo

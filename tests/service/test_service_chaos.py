@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import (
+from testsupport.service_process import (
     FAULT_TOKEN,
     ServiceProcess,
     assert_envelope,

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import httpx
-from service_helpers import FAULT_TOKEN, start_service, wait_for
+from testsupport.service_process import FAULT_TOKEN, start_service, wait_for
 
 ENV = {
     "VOICEOPS_ENGINE": "espeak",

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import httpx
 import numpy as np
 import pytest
-from service_helpers import (
+from testsupport.service_process import (
     FAULT_TOKEN,
     ServiceProcess,
     metric_value,

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from prometheus_client.parser import text_string_to_metric_families
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
-from service_helpers import ServiceProcess
+from testsupport.service_process import ServiceProcess
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from prometheus_client.parser import text_string_to_metric_families
-from service_helpers import ServiceProcess, assert_envelope, metric_value, speech
+from testsupport.service_process import ServiceProcess, assert_envelope, metric_value, speech
 from voiceops_contract import metrics as contract
 
 pytestmark = pytest.mark.slow

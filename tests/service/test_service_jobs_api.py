@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import redis
-from jobs_support import (
+from testsupport.redis_jobs import (
     assert_made_of_its_chunks,
     create_job,
     holders,
@@ -19,7 +19,7 @@ from jobs_support import (
     start_jobs_service,
     wait_job,
 )
-from service_helpers import ServiceProcess, assert_envelope, wait_for
+from testsupport.service_process import ServiceProcess, assert_envelope, wait_for
 from voiceops_localcluster.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow

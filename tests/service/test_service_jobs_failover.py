@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from jobs_support import (
+from testsupport.redis_jobs import (
     create_job,
     holders,
     new_redis,
@@ -22,7 +22,7 @@ from jobs_support import (
     start_jobs_service,
     wait_job,
 )
-from service_helpers import ServiceProcess, wait_for
+from testsupport.service_process import ServiceProcess, wait_for
 from voiceops_localcluster.redis_server import RedisServer
 from voiceops_service.audio import chunk_text
 from voiceops_service.engines.vits.voice import bundled_voice_files

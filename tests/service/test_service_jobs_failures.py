@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from jobs_support import (
+from testsupport.redis_jobs import (
     assert_made_of_its_chunks,
     create_job,
     holders,
@@ -19,7 +19,7 @@ from jobs_support import (
     start_jobs_service,
     wait_job,
 )
-from service_helpers import assert_envelope, speech, start_service, wait_for
+from testsupport.service_process import assert_envelope, speech, start_service, wait_for
 from voiceops_localcluster.ports import free_port
 
 pytestmark = pytest.mark.slow

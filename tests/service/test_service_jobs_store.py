@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobs_support import new_redis
 from pydantic import ValidationError
+from testsupport.redis_jobs import new_redis
 from voiceops_localcluster.redis_server import RedisServer
 from voiceops_service.errors import ApiError
 from voiceops_service.jobs.models import ChunkMaker, check_job_format, clean_input, plan_chunks

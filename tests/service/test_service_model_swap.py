@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from model_versions import file_uri, nan_weights, reexported, truncated
-from service_helpers import (
+from testsupport.model_versions import file_uri, nan_weights, reexported, truncated
+from testsupport.service_process import (
     ServiceProcess,
     assert_envelope,
     metric_value,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import httpx
 import numpy as np
 import pytest
-from service_helpers import ServiceProcess, speech
+from testsupport.service_process import ServiceProcess, speech
 from voiceops_service.engines.base import (
     Audio,
     Engine,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import httpx
 import pytest
-from service_helpers import FAULT_TOKEN, ServiceProcess, speech, start_service, wait_for
+from testsupport.service_process import FAULT_TOKEN, ServiceProcess, speech, start_service, wait_for
 from voiceops_contract import pod
 from voiceops_service import app as app_module
 from voiceops_service.app import close_service, create_app, load_service

@@ -16,7 +16,13 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from service_helpers import ServiceProcess, assert_envelope, metric_value, start_service, wait_for
+from testsupport.service_process import (
+    ServiceProcess,
+    assert_envelope,
+    metric_value,
+    start_service,
+    wait_for,
+)
 from voiceops_operator.routing_notices import sign_notice
 from voiceops_service.errors import ApiError
 from voiceops_service.routing import RoutingNotice, RoutingState, public_key, verify_notice

@@ -18,7 +18,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
-from service_helpers import FAULT_TOKEN, ServiceProcess, metric_value, speech, start_service
+from testsupport.service_process import (
+    FAULT_TOKEN,
+    ServiceProcess,
+    metric_value,
+    speech,
+    start_service,
+)
 from voiceops_service.engines.base import SynthesisRequest
 from voiceops_service.engines.vits import VitsEngine, VitsOptions
 from voiceops_service.engines.vits.voice import bundled_voice_files

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from jobs_support import jobs_env, long_text
-from jobs_support import redis_server as redis_server  # the fixture
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
@@ -27,7 +25,9 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
-from service_helpers import FAULT_TOKEN, ServiceProcess, start_service, wait_for
+from testsupport.redis_jobs import jobs_env, long_text
+from testsupport.redis_jobs import redis_server as redis_server  # the fixture
+from testsupport.service_process import FAULT_TOKEN, ServiceProcess, start_service, wait_for
 from voiceops_contract import pod
 from voiceops_localcluster.redis_server import RedisServer
 from voiceops_service.audio import chunk_text

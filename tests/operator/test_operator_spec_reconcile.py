@@ -6,7 +6,7 @@ the audit log), the controller manager (ReplicaSets and pods under the Deploymen
 Deployment status, the HPA controller, the garbage collector), the scheduler, and
 the operator process (kopf, ``voiceops-operator run``) with a ServiceAccount's token,
 so the audit log tells its requests from everyone else's. Test double: one node's
-kubelet (``healing_harness.LoopbackKubelet``): pods are bound to its Node and stay
+kubelet (``testsupport.loopback_kubelet.LoopbackKubelet``): pods are bound to its Node and stay
 Pending, except in the tiers a test asks it to run, which it reports Running and
 Ready.
 
@@ -33,14 +33,14 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
-from healing_harness import (
+from prometheus_client.parser import text_string_to_metric_families
+from test_operator_crd import INVALID, with_spec
+from testsupport.loopback_kubelet import (
     LoopbackKubelet,
     create_namespace,
     eventually,
 )
-from operator_helpers import manifest as voiceservice
-from prometheus_client.parser import text_string_to_metric_families
-from test_operator_crd import INVALID, with_spec
+from testsupport.manifests import manifest as voiceservice
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient
 from voiceops_localcluster.operator_process import OperatorProcess

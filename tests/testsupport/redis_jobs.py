@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from service_helpers import FAULT_TOKEN, ServiceProcess, start_service, wait_for
 from voiceops_localcluster.redis_server import RedisServer, RedisServerMissingError
 from voiceops_service.audio import chunk_text
+
+from testsupport.service_process import FAULT_TOKEN, ServiceProcess, start_service, wait_for
 
 JOB_DEADLINE_SECONDS = 60.0
 

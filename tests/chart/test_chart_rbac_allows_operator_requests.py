@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import NAMESPACE, render
+from testsupport.chart import NAMESPACE, render
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.operator_process import OperatorProcess
 
