@@ -11,36 +11,22 @@ active version keeps serving.
 
 from __future__ import annotations
 
-import hmac
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends
 from voiceops_contract import pod
 
+from voiceops_service.admin_tokens import token_guard
 from voiceops_service.errors import ApiError
 from voiceops_service.models import ModelSwapper, SwapFailedError, SwapReport, SwapRequest
 from voiceops_service.state import ServiceState, StateDep
 
-
-async def require_model_token(
-    state: StateDep,
-    authorization: Annotated[str | None, Header()] = None,
-    model_token: Annotated[str | None, Header(alias=pod.MODEL_ADMIN_TOKEN_HEADER)] = None,
-) -> None:
-    """401 unless the model admin token is given; compared in constant time."""
-    token = state.settings.model_admin_token.get_secret_value().encode()
-    bearer = hmac.compare_digest((authorization or "").encode(), b"Bearer " + token)
-    header = hmac.compare_digest((model_token or "").encode(), token)
-    if not (bearer or header):
-        raise ApiError(
-            401,
-            "the model admin API needs Authorization: Bearer <VOICEOPS_MODEL_ADMIN_TOKEN> "
-            f"or {pod.MODEL_ADMIN_TOKEN_HEADER}: <VOICEOPS_MODEL_ADMIN_TOKEN>",
-            param="Authorization",
-            code="invalid_token",
-            type_="authentication_error",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+require_model_token = token_guard(
+    lambda settings: settings.model_admin_token,
+    pod.MODEL_ADMIN_TOKEN_HEADER,
+    "the model admin API",
+    "VOICEOPS_MODEL_ADMIN_TOKEN",
+)
 
 
 def swapper(state: ServiceState) -> ModelSwapper:

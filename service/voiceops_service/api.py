@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from voiceops_contract import pod
 
+from voiceops_service.admin_tokens import token_guard
 from voiceops_service.admission import OverloadedError
 from voiceops_service.audio import (
     MEDIA_TYPES,
@@ -466,26 +466,12 @@ async def metrics(state: StateDep) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-async def require_fault_token(
-    state: StateDep,
-    authorization: Annotated[str | None, Header()] = None,
-    fault_token: Annotated[str | None, Header(alias=pod.FAULT_TOKEN_HEADER)] = None,
-):
-    """401 unless ``Authorization: Bearer <VOICEOPS_FAULT_TOKEN>`` or the token in
-    ``X-Voiceops-Fault-Token`` (which passes the API server's pod proxy); constant-time."""
-    token = state.settings.fault_token.get_secret_value().encode()
-    bearer = hmac.compare_digest((authorization or "").encode(), b"Bearer " + token)
-    header = hmac.compare_digest((fault_token or "").encode(), token)
-    if not (bearer or header):
-        raise ApiError(
-            401,
-            "fault injection needs Authorization: Bearer <VOICEOPS_FAULT_TOKEN> "
-            f"or {pod.FAULT_TOKEN_HEADER}: <VOICEOPS_FAULT_TOKEN>",
-            param="Authorization",
-            code="invalid_token",
-            type_="authentication_error",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+require_fault_token = token_guard(
+    lambda settings: settings.fault_token,
+    pod.FAULT_TOKEN_HEADER,
+    "fault injection",
+    "VOICEOPS_FAULT_TOKEN",
+)
 
 
 # Mounted only when fault injection is enabled with a token; otherwise these paths 404.

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ctypes.util
 import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from testsupport.needs import build_fake_nvml
 from testsupport.service_process import (
     FAULT_TOKEN,
     ServiceProcess,
@@ -28,8 +27,6 @@ from voiceops_contract import metrics as contract
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = ROOT / "tools" / "fake-nvml" / "build.sh"
 GIB = 2**30
 UUID0 = "GPU-11111111-2222-3333-4444-000000000000"
 UUID1 = "GPU-11111111-2222-3333-4444-000000000001"
@@ -44,20 +41,7 @@ USED = contract.GPU_MEMORY_USED_BYTES.name
 @pytest.fixture(scope="session")
 def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder holding the fake libnvidia-ml.so.1, built once per session (per worker)."""
-    compiler = os.environ.get("CC", "gcc")
-    if shutil.which(compiler) is None:
-        message = f"{compiler} not found: cannot build the fake NVML library (tools/fake-nvml)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    out = tmp_path_factory.mktemp("fake-nvml")
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), str(out)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    library = out / "libnvidia-ml.so.1"
-    assert library.is_file()
-    return out
+    return build_fake_nvml(tmp_path_factory.mktemp("fake-nvml"))
 
 
 class GpuState:

@@ -10,8 +10,6 @@ their order. Every wait has a deadline.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from testsupport.model_versions import file_uri, nan_weights, reexported, truncated
+from testsupport.needs import build_fake_nvml
 from testsupport.service_process import (
     ServiceProcess,
     assert_envelope,
@@ -34,7 +33,6 @@ from voiceops_service.models import CanaryError, check_canary, model_path_for_ur
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-model-token"
 AUTH = {pod.MODEL_ADMIN_TOKEN_HEADER: TOKEN}
 GIB = 2**30
@@ -60,14 +58,7 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Versions:
 @pytest.fixture(scope="module")
 def nvml_state(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(folder of the fake libnvidia-ml.so.1, its state file): one 80 GiB GPU, 30 used."""
-    if shutil.which(os.environ.get("CC", "gcc")) is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("gcc not found: cannot build the fake NVML library")
-        pytest.skip("gcc not found: cannot build the fake NVML library (tools/fake-nvml)")
-    out = tmp_path_factory.mktemp("fake-nvml")
-    build = ROOT / "tools" / "fake-nvml" / "build.sh"
-    result = subprocess.run(["bash", str(build), str(out)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    out = build_fake_nvml(tmp_path_factory.mktemp("fake-nvml"))
     state = out / "state"
     write_gpu_memory(state, used=30 * GIB)
     return out, state

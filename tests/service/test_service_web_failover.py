@@ -10,25 +10,18 @@ backend, as kube-proxy does) and the GPU (a fake libnvidia-ml.so.1), as in
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, async_playwright, expect
+from testsupport.needs import missing
 from voiceops_localcluster import pod_network
 from voiceops_localcluster.failover_cluster import failover_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 SWITCH_MS = 30_000
 SCREENSHOT = Path(__file__).resolve().parents[2] / "build/web/failover.png"
-
-
-def needed(what: str) -> None:
-    """Skip on a developer machine; fail under CI=true, where `make test` provides it."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(what)
-    pytest.skip(what)
 
 
 async def speak(page: Page) -> None:
@@ -40,9 +33,9 @@ async def speak(page: Page) -> None:
 async def test_the_page_follows_a_failover_through_the_front_service(tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     if chromium is None:
-        needed("the web UI tests need Debian's chromium (apt-get install -y chromium)")
+        missing("the web UI tests need Debian's chromium (apt-get install -y chromium)")
     if (reason := pod_network.available()) is not None:
-        needed(reason)
+        missing(reason)
     async with (
         failover_cluster(tmp_path, 1) as cluster,
         async_playwright() as driver,

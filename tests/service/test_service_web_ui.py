@@ -9,7 +9,6 @@ kept in build/web/screenshot.png.
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from testsupport.needs import missing
 from testsupport.redis_jobs import jobs_env, long_text
 from testsupport.redis_jobs import redis_server as redis_server  # the fixture
 from testsupport.service_process import FAULT_TOKEN, ServiceProcess, start_service, wait_for
@@ -39,13 +39,6 @@ CHROMIUM = "chromium"  # Debian's package: apt-get install -y chromium
 DEADLINE_MS = 20_000
 GIB = 2**30
 FAULT_HEADERS = {pod.FAULT_TOKEN_HEADER: FAULT_TOKEN}
-
-
-def missing(what: str) -> None:
-    """Skip on a developer machine; fail under CI=true, where `make test` installs it."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(what)
-    pytest.skip(what)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from testsupport import needs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "voiceops"
@@ -45,16 +46,9 @@ ALL_FEATURES: dict[str, Any] = {
 }
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
-
-
 def missing(what: str, how: str) -> None:
     """Skip on a developer machine; fail in CI, where the project installs everything."""
-    message = f"{what} is missing: {how}"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
+    needs.missing(f"{what} is missing: {how}")
 
 
 def tool(name: str) -> Path:
