@@ -36,6 +36,9 @@ ENV_SERVICE_VOICE = "VOICEOPS_SERVICE_VOICE"  # spec.model.voice: the advertised
 ENV_POD_NAME = "VOICEOPS_POD_NAME"  # the pod's own name (downward API); notices name their pod
 ENV_ROUTING_PUBLIC_KEY = "VOICEOPS_ROUTING_PUBLIC_KEY"  # base64 raw key; empty = no notices
 ROUTING_AUDIENCE = "voiceops-routing"  # the notices' JWT audience
+# The operator's commands to /admin/models (InPlace model updates): JWTs signed with the
+# same key, for this audience and one pod, accepted beside the static model token.
+MODEL_ADMIN_AUDIENCE = "voiceops-model-admin"
 ED25519_KEY_BYTES = 32  # a seed or a public key, each sent as base64 of the raw bytes
 # Model hot swap (docs/hot-swap.md): the token-guarded /admin/models API, off unless enabled.
 ENV_MODEL_ADMIN = "VOICEOPS_MODEL_ADMIN"  # "true" enables /admin/models

@@ -66,14 +66,25 @@ def pod_targets(pods: list[Mapping[str, Any]], active_tier: str, port: int) -> l
     return targets
 
 
-def sign_notice(key: Ed25519PrivateKey, pod_name: str, routed: bool, now: float) -> str:
-    """The JWT a pod accepts: its name, the routing, when decided, and an expiry."""
-    claims = {
-        "aud": pod.ROUTING_AUDIENCE,
+def sign_for_pod(
+    key: Ed25519PrivateKey, pod_name: str, audience: str, now: float, **claims: Any
+) -> str:
+    """A JWT for one pod and one audience, expiring soon; the pod checks it with our public key."""
+    body = {
+        "aud": audience,
         "sub": pod_name,
-        "routed": routed,
-        "t": now,
         "iat": int(now),
         "exp": int(now) + NOTICE_LIFETIME_SECONDS,
+        **claims,
     }
-    return jwt.encode(claims, key, algorithm="EdDSA")
+    return jwt.encode(body, key, algorithm="EdDSA")
+
+
+def sign_notice(key: Ed25519PrivateKey, pod_name: str, routed: bool, now: float) -> str:
+    """The JWT a pod accepts: its name, the routing, when decided, and an expiry."""
+    return sign_for_pod(key, pod_name, pod.ROUTING_AUDIENCE, now, routed=routed, t=now)
+
+
+def sign_model_command(key: Ed25519PrivateKey, pod_name: str, now: float) -> str:
+    """The JWT a pod's /admin/models accepts from the operator (an InPlace model update)."""
+    return sign_for_pod(key, pod_name, pod.MODEL_ADMIN_AUDIENCE, now)

@@ -1,8 +1,10 @@
 """``/admin/models``: load a model version aside, validate it, swap it in, or roll back.
 
-Mounted only when ``model_admin`` is on with a token (like ``/admin/faults``);
-otherwise these paths 404. The token comes as ``Authorization: Bearer`` or in
-``X-Voiceops-Model-Token`` (the API server's pod proxy drops Authorization).
+Mounted only when ``model_admin`` is on with a token or the operator's public key
+(like ``/admin/faults``); otherwise these paths 404. The token comes as
+``Authorization: Bearer`` or in ``X-Voiceops-Model-Token`` (the API server's pod
+proxy drops Authorization); the operator sends a JWT it signed for this pod
+(an InPlace model update, docs/hot-swap.md).
 A swap answers when it is over: 200 with its report (``swapped`` or
 ``unchanged``), or an error whose ``code`` is the result (``refused_memory``
 507, ``load_failed`` 400/422, ``validation_failed`` 422, ``busy`` 409) while the
@@ -26,6 +28,7 @@ require_model_token = token_guard(
     pod.MODEL_ADMIN_TOKEN_HEADER,
     "the model admin API",
     "VOICEOPS_MODEL_ADMIN_TOKEN",
+    operator_audience=pod.MODEL_ADMIN_AUDIENCE,
 )
 
 

@@ -240,7 +240,10 @@ def create_app(
         log.warning("the model admin API is ENABLED at %s", "/admin/models")
         app.include_router(models_admin_router)
     elif settings.model_admin:
-        log.warning("VOICEOPS_MODEL_ADMIN=true but VOICEOPS_MODEL_ADMIN_TOKEN is empty: it is off")
+        log.warning(
+            "VOICEOPS_MODEL_ADMIN=true but neither VOICEOPS_MODEL_ADMIN_TOKEN nor the "
+            "operator's key (VOICEOPS_ROUTING_PUBLIC_KEY, VOICEOPS_POD_NAME) is set: it is off"
+        )
     if settings.routing_notices_enabled:
         app.include_router(
             routing_router(public_key(settings.routing_public_key), settings.pod_name)

@@ -110,23 +110,35 @@ def public_key(encoded: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded))
 
 
-def verify_notice(token: str, key: Ed25519PublicKey, pod_name: str) -> RoutingNotice:
-    """The notice's claims, or ApiError 401 naming what is wrong with it."""
+def verify_operator_token(
+    token: str, key: Ed25519PublicKey, pod_name: str, audience: str
+) -> dict[str, object]:
+    """The claims of a JWT the operator signed for this pod and ``audience``, or ApiError 401."""
     try:
-        claims = jwt.decode(
+        claims: dict[str, object] = jwt.decode(
             token,
             key,
             algorithms=["EdDSA"],
-            audience=pod.ROUTING_AUDIENCE,
+            audience=audience,
             leeway=CLOCK_SKEW_SECONDS,
             options={"require": ["exp", "aud", "sub"]},
         )
-        notice = RoutingNotice.model_validate(claims)
-    except (jwt.InvalidTokenError, ValidationError) as error:
+    except jwt.InvalidTokenError as error:
+        raise _unauthorized(f"operator token refused: {error}") from None
+    if claims.get("sub") != pod_name:
+        raise _unauthorized(
+            f"operator token is for pod {claims.get('sub')!r}, this is {pod_name!r}"
+        )
+    return claims
+
+
+def verify_notice(token: str, key: Ed25519PublicKey, pod_name: str) -> RoutingNotice:
+    """The notice's claims, or ApiError 401 naming what is wrong with it."""
+    claims = verify_operator_token(token, key, pod_name, pod.ROUTING_AUDIENCE)
+    try:
+        return RoutingNotice.model_validate(claims)
+    except ValidationError as error:
         raise _unauthorized(f"routing notice refused: {error}") from None
-    if notice.sub != pod_name:
-        raise _unauthorized(f"routing notice is for pod {notice.sub!r}, this is {pod_name!r}")
-    return notice
 
 
 def _unauthorized(message: str) -> ApiError:

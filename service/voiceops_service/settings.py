@@ -86,7 +86,11 @@ class ServiceSettings(BaseSettings):
     )
 
     # Model hot swap (voiceops_service.models, docs/hot-swap.md): token-guarded, off by default.
-    model_admin: bool = Field(False, description="Enable /admin/models (needs the token too).")
+    model_admin: bool = Field(
+        False,
+        description="Enable /admin/models (needs the token, or the operator's key and the "
+        "pod's name: the operator's signed commands).",
+    )
     model_admin_token: SecretStr = SecretStr("")
     model_version: str = Field(
         "", max_length=200, description="The loaded model's version; empty = a digest of it."
@@ -169,8 +173,10 @@ class ServiceSettings(BaseSettings):
 
     @property
     def model_admin_enabled(self) -> bool:
-        """Both the flag and a non-empty token (the app logs a warning for flag-only)."""
-        return self.model_admin and bool(self.model_admin_token.get_secret_value())
+        """The flag and a way to authenticate: a non-empty token or the operator's key (the
+        app logs a warning for flag-only)."""
+        has_token = bool(self.model_admin_token.get_secret_value())
+        return self.model_admin and (has_token or self.routing_notices_enabled)
 
     @property
     def jobs_enabled(self) -> bool:

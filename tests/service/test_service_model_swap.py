@@ -9,14 +9,18 @@ their order. Every wait has a deadline.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from testsupport.model_versions import file_uri, nan_weights, reexported, truncated
 from testsupport.needs import build_fake_nvml
 from testsupport.service_process import (
@@ -29,11 +33,14 @@ from testsupport.service_process import (
 )
 from voiceops_contract import metrics as contract
 from voiceops_contract import pod
+from voiceops_operator.routing_notices import sign_model_command, sign_notice
 from voiceops_service.models import CanaryError, check_canary, model_path_for_uri
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "test-model-token"
+POD = "tts-gpu-5f6d-abcde"
+OPERATOR_KEY = Ed25519PrivateKey.generate()
 AUTH = {pod.MODEL_ADMIN_TOKEN_HEADER: TOKEN}
 GIB = 2**30
 SWAP_TIMEOUT = 120.0
@@ -82,6 +89,11 @@ def service(
         "VOICEOPS_MAX_CONCURRENCY": "4",
         "VOICEOPS_MODEL_ADMIN": "true",
         "VOICEOPS_MODEL_ADMIN_TOKEN": TOKEN,
+        # The operator's key: its signed commands pass beside the token.
+        "VOICEOPS_POD_NAME": POD,
+        "VOICEOPS_ROUTING_PUBLIC_KEY": base64.b64encode(
+            OPERATOR_KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        ).decode(),
         # A shared 2-core machine under test load: the RTF rule has its own test below.
         "VOICEOPS_MODEL_SWAP_MAX_RTF": "50",
         "LD_LIBRARY_PATH": ":".join(
@@ -120,6 +132,27 @@ def test_the_admin_api_needs_its_token(service: ServiceProcess) -> None:
         assert set(bearer.json()) == {"active", "previous", "swapping", "last_swap"}
         bad_uri = client.post(pod.PATH_MODELS_ADMIN, json={"uri": "s3://bucket/x"}, headers=AUTH)
         assert_envelope(bad_uri, 400, "uri")
+
+
+def test_the_admin_api_takes_the_operators_signed_commands_for_this_pod_only(
+    service: ServiceProcess,
+) -> None:
+    now = time.time()
+
+    def get(token: str) -> httpx.Response:
+        with service.client() as client:
+            return client.get(pod.PATH_MODELS_ADMIN, headers={"Authorization": f"Bearer {token}"})
+
+    assert get(sign_model_command(OPERATOR_KEY, POD, now)).status_code == 200
+    other_pod = get(sign_model_command(OPERATOR_KEY, "tts-gpu-other", now))
+    assert_envelope(other_pod, 401, "Authorization")
+    assert "tts-gpu-other" in other_pod.json()["error"]["message"]
+    # A routing notice is signed with the same key but is not a model command.
+    assert_envelope(get(sign_notice(OPERATOR_KEY, POD, True, now)), 401, "Authorization")
+    assert_envelope(
+        get(sign_model_command(Ed25519PrivateKey.generate(), POD, now)), 401, "Authorization"
+    )
+    assert_envelope(get(sign_model_command(OPERATOR_KEY, POD, now - 600)), 401, "Authorization")
 
 
 def test_admin_api_is_absent_unless_enabled(espeak_service: ServiceProcess) -> None:
