@@ -44,6 +44,8 @@ ED25519_KEY_BYTES = 32  # a seed or a public key, each sent as base64 of the raw
 ENV_MODEL_ADMIN = "VOICEOPS_MODEL_ADMIN"  # "true" enables /admin/models
 ENV_MODEL_ADMIN_TOKEN = "VOICEOPS_MODEL_ADMIN_TOKEN"  # the token /admin/models requires
 ENV_MODEL_VERSION = "VOICEOPS_MODEL_VERSION"  # the loaded model's version; empty = a digest
+# A swap that would push GPU memory past this ratio is refused (the failover's critical ratio).
+ENV_MODEL_SWAP_MEMORY_CRITICAL_RATIO = "VOICEOPS_MODEL_SWAP_MEMORY_CRITICAL_RATIO"
 ENV_AUDIO_CACHE_MAX_BYTES = "VOICEOPS_AUDIO_CACHE_MAX_BYTES"  # 0 turns the audio cache off
 # Where a pod mounts spec.model.uri's PersistentVolumeClaim (pvc://claim/path -> here/path).
 MODEL_MOUNT_PATH = "/var/lib/voiceops/model"

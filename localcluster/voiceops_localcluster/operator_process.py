@@ -73,6 +73,13 @@ class OperatorProcess:
             self.proc.kill()
             await self.proc.wait()
 
+    async def kill(self) -> None:
+        """SIGKILL: the operator gets no chance to finish anything."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.kill()
+        await self.proc.wait()
+
     def exited(self) -> int | None:
         """The exit code once the process has ended, else None."""
         return None if self.proc is None else self.proc.returncode

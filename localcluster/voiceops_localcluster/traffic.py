@@ -38,6 +38,7 @@ class RequestRecord:
     engine: str = ""  # X-Voiceops-Engine
     voice: str = ""  # X-Voiceops-Voice
     error: str = ""
+    model_version: str = ""  # X-Voiceops-Model-Version
 
     @property
     def ok(self) -> bool:
@@ -191,4 +192,5 @@ def _record(
         engine=headers.get(pod_contract.HEADER_ENGINE, ""),
         voice=headers.get(pod_contract.HEADER_VOICE, ""),
         error=error,
+        model_version=headers.get(pod_contract.HEADER_MODEL_VERSION, ""),
     )

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from voiceops_contract import metrics, pod
 
+from voiceops_operator import model_update
 from voiceops_operator.names import (
     COMPONENT_NETWORK_POLICY,
     HOSTNAME_TOPOLOGY_KEY,
@@ -23,6 +24,7 @@ from voiceops_operator.names import (
     front_service_name,
     hpa_name,
     labels,
+    model_config_name,
     network_policy_name,
     pdb_name,
     pods_selector,
@@ -36,6 +38,7 @@ from voiceops_operator.spec import (
     MODEL_MOUNT_PATH,
     JobsSpec,
     LabelSelector,
+    ModelStatus,
     NetworkPolicyPeer,
     ResourceRequirements,
     ServingSpec,
@@ -185,12 +188,32 @@ def service_engines(spec: VoiceServiceSpec) -> tuple[str, ...]:
     return tuple(engines)
 
 
+def _model_env(name: str, spec: VoiceServiceSpec) -> list[dict[str, Any]]:
+    """The GPU container's model: from the ConfigMap, read when the container starts
+    (model_update), and under InPlace the model admin API the operator commands."""
+
+    def from_config_map(env: str, key: str) -> dict[str, Any]:
+        ref = {"name": model_config_name(name), "key": key}
+        return {"name": env, "valueFrom": {"configMapKeyRef": ref}}
+
+    env = [
+        from_config_map(pod.ENV_MODEL_PATH, model_update.KEY_MODEL_PATH),
+        from_config_map(pod.ENV_MODEL_VERSION, model_update.KEY_MODEL_VERSION),
+    ]
+    if spec.model.update_strategy == "InPlace":
+        ratio = str(spec.failover.memory_critical_ratio)
+        env += [
+            {"name": pod.ENV_MODEL_ADMIN, "value": "true"},
+            {"name": pod.ENV_MODEL_SWAP_MEMORY_CRITICAL_RATIO, "value": ratio},
+        ]
+    return env
+
+
 def _env(
     spec: VoiceServiceSpec,
     tier: Tier,
     engine: str,
     voice: str,
-    model_path: str,
     routing_public_key: str,
 ) -> list[dict[str, Any]]:
     serving = spec.serving
@@ -204,7 +227,6 @@ def _env(
         (pod.ENV_TIER, tier),
         (pod.ENV_ENGINE, engine),
         (pod.ENV_VOICE, voice),
-        (pod.ENV_MODEL_PATH, model_path),
         (pod.ENV_DEVICE, device),
         (pod.ENV_FP16, "true" if fp16 else "false"),
         (pod.ENV_HOST, "0.0.0.0"),
@@ -294,10 +316,10 @@ def _pod_template(
     voice: str,
     resources: dict[str, Any],
     routing_public_key: str,
+    model_revision: str | None = None,
 ) -> dict[str, Any]:
     spec = vs.spec
     source = parse_model_uri(spec.model.uri) if tier == "gpu" else None
-    model_path = source.container_path if source else ""
     volumes: list[dict[str, Any]] = [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}]
     mounts: list[dict[str, Any]] = [{"name": TMP_VOLUME, "mountPath": "/tmp"}]
     if source and source.scheme == "pvc":
@@ -313,7 +335,8 @@ def _pod_template(
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": HTTP_PORT_NAME, "containerPort": spec.serving.port, "protocol": "TCP"}],
-        "env": _env(spec, tier, engine, voice, model_path, routing_public_key)
+        "env": _env(spec, tier, engine, voice, routing_public_key)
+        + (_model_env(vs.name, spec) if tier == "gpu" else [])
         + jobs_env(vs.namespace, vs.name, spec.jobs),
         "resources": resources,
         **_probes(spec),
@@ -351,15 +374,15 @@ def _pod_template(
                 t.model_dump(by_alias=True, exclude_none=True, exclude_defaults=False)
                 for t in spec.gpu.tolerations
             ]
+    annotations = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(spec.serving.port),
+        "prometheus.io/path": pod.PATH_METRICS,
+    }
+    if model_revision is not None:
+        annotations[model_update.REVISION_ANNOTATION] = model_revision
     return {
-        "metadata": {
-            "labels": labels(vs.name, tier),
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(spec.serving.port),
-                "prometheus.io/path": pod.PATH_METRICS,
-            },
-        },
+        "metadata": {"labels": labels(vs.name, tier), "annotations": annotations},
         "spec": pod_spec,
     }
 
@@ -386,7 +409,10 @@ def _deployment(
     }
 
 
-def build_gpu_deployment(vs: VoiceService, settings: OperatorSettings) -> dict[str, Any]:
+def build_gpu_deployment(
+    vs: VoiceService, settings: OperatorSettings, model: ModelStatus | None = None
+) -> dict[str, Any]:
+    """The GPU tier; ``model``: status.model (what an InPlace update has done)."""
     spec = vs.spec
     gpu_limits = {spec.gpu.resource_name: str(spec.gpu.count)} if spec.gpu.count > 0 else {}
     template = _pod_template(
@@ -397,8 +423,24 @@ def build_gpu_deployment(vs: VoiceService, settings: OperatorSettings) -> dict[s
         voice=spec.model.voice,
         resources=_resources(spec.resources, gpu_limits),
         routing_public_key=settings.routing_public_key,
+        model_revision=model_update.template_revision(spec.model, model),
     )
     return _deployment(vs, "gpu", gpu_replicas(spec), template)
+
+
+def build_model_config_map(vs: VoiceService, model: ModelStatus | None = None) -> dict[str, Any]:
+    """The model a GPU pod loads when it starts (model_update.pods_start_with)."""
+    ref = model_update.pods_start_with(vs.spec.model, model)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(vs, model_config_name(vs.name), "gpu"),
+        "data": {
+            model_update.KEY_MODEL_PATH: parse_model_uri(ref.uri).container_path,
+            model_update.KEY_MODEL_VERSION: ref.version,
+            model_update.KEY_MODEL_URI: ref.uri,
+        },
+    }
 
 
 def build_fallback_deployment(
@@ -593,16 +635,21 @@ def build_network_policy(vs: VoiceService, metrics_readers: tuple[str, ...] = ()
 
 
 def build_all(
-    vs: VoiceService, routing: Routing, settings: OperatorSettings
+    vs: VoiceService,
+    routing: Routing,
+    settings: OperatorSettings,
+    model: ModelStatus | None = None,
 ) -> list[dict[str, Any]]:
-    """Every child the VoiceService should have, in creation order."""
+    """Every child the VoiceService should have, in creation order; ``model``:
+    status.model, which a model update moves (model_update)."""
     spec = vs.spec
     fallback_on = spec.fallback.enabled
     objects: list[dict[str, Any]] = []
     if spec.network_policy.enabled:
         # First: pods start behind their policy, never open.
         objects.append(build_network_policy(vs, settings.metrics_reader_namespaces))
-    objects.append(build_gpu_deployment(vs, settings))
+    objects.append(build_model_config_map(vs, model))  # before the pods that read it
+    objects.append(build_gpu_deployment(vs, settings, model))
     if fallback_on:
         objects.append(build_fallback_deployment(vs, routing, settings))
     objects.append(build_tier_service(vs, "gpu"))
@@ -624,6 +671,7 @@ def build_all(
 # (apiVersion, kind) of every kind the operator owns, in reconcile order.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "ConfigMap"),
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
@@ -641,6 +689,7 @@ def possible_children(name: str) -> list[tuple[str, str, str]]:
         found.append(("policy/v1", "PodDisruptionBudget", pdb_name(name, tier)))
     found.append(("v1", "Service", front_service_name(name)))
     found.append(("networking.k8s.io/v1", "NetworkPolicy", network_policy_name(name)))
+    found.append(("v1", "ConfigMap", model_config_name(name)))
     return found
 
 

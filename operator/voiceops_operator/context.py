@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from voiceops_operator.healing import HealingRuntime, make_runtime
 from voiceops_operator.kube import EventPoster, KubeApi
+from voiceops_operator.model_updater import ModelUpdater
 from voiceops_operator.opmetrics import OperatorMetrics, start_metrics_server
 from voiceops_operator.reconcile import Reconciler
 from voiceops_operator.settings import OperatorSettings
@@ -29,6 +31,7 @@ class OperatorContext:
     settings: OperatorSettings
     api: KubeApi  # the spec reconcile's client
     reconciler: Reconciler  # shared by the spec handlers and the healing loops
+    models: ModelUpdater  # the model update driver, shared by every VoiceService's daemon
     healing: HealingRuntime | None  # None: SELF_HEALING is off
     metrics_server: web.AppRunner | None = None
 
@@ -46,6 +49,7 @@ class OperatorContext:
             await self.metrics_server.cleanup()
         if self.healing is not None:
             await self.healing.close()
+        await self.models.close()
         await self.api.close()
 
 
@@ -55,14 +59,25 @@ async def build_context(
     """Everything the handlers share; ``indexes``: kopf's, by (apiVersion, kind)."""
     api = await KubeApi.connect(settings.api_timeout_seconds)
     instance = os.environ.get("HOSTNAME") or socket.gethostname()
-    reconciler = Reconciler(api, settings, EventPoster(api, instance), WatchedObjects(indexes))
+    events = EventPoster(api, instance)
+    reads = WatchedObjects(indexes)
+    reconciler = Reconciler(api, settings, events, reads)
+    models = ModelUpdater(
+        settings,
+        api,
+        reads,
+        reconciler,
+        events,
+        aiohttp.ClientSession(),
+        settings.routing_signing_key(),
+    )
     if not settings.self_healing:
-        return OperatorContext(settings, api, reconciler, healing=None)
+        return OperatorContext(settings, api, reconciler, models, healing=None)
     healing = await make_runtime(settings, reconciler=reconciler)
     server = None
     if settings.metrics_port:
         server = await start_metrics_server(healing.metrics, settings.metrics_port)
-    return OperatorContext(settings, api, reconciler, healing, server)
+    return OperatorContext(settings, api, reconciler, models, healing, server)
 
 
 def context_of(memo: Any) -> OperatorContext:

@@ -261,6 +261,19 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Highest GPU memory used/total over the GPU pods.",
     },
     {
+        "name": "Model",
+        "type": "string",
+        "jsonPath": ".status.model.current.version",
+        "description": "The model version every GPU pod runs.",
+    },
+    {
+        "name": "Model-Update",
+        "type": "string",
+        "jsonPath": ".status.model.state",
+        "priority": 1,
+        "description": "Updated, Updating, RollingBack, Failed or Rolling (kubectl get -o wide).",
+    },
+    {
         "name": "Available",
         "type": "string",
         "jsonPath": READY_CONDITION_PATH,

@@ -196,6 +196,8 @@ def owned_view(obj: dict[str, Any], *, replicas_owned: bool) -> dict[str, Any]:
             ),
         },
     }
+    if "data" in obj:  # a ConfigMap
+        view["data"] = obj["data"]
     if "spec" in obj:
         spec = dict(obj["spec"])
         if not replicas_owned:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import kopf
@@ -22,6 +22,7 @@ import kopf
 from voiceops_operator import kube, names, spec
 from voiceops_operator.context import OperatorContext, build_context, context_of
 from voiceops_operator.kube import KubeError
+from voiceops_operator.model_updater import run_updates
 from voiceops_operator.reconcile import ChildConflict
 from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.watched import IndexKey, index_entry
@@ -34,11 +35,14 @@ MANAGED = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 CHILD_RESOURCES: tuple[tuple[str, str, str], ...] = (
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
+    ("", "v1", "configmaps"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("networking.k8s.io", "v1", "networkpolicies"),
 )
 VOICESERVICE_RESOURCE = (spec.GROUP, spec.VERSION, spec.PLURAL)
+# The pods of every VoiceService, indexed (the healing loop's and the model updates' kwarg).
+POD_INDEX = "voiceops_pods"
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,21 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             _by_name
         )
 
+    @kopf.index(
+        "",
+        "v1",
+        "pods",
+        registry=registry,
+        id=POD_INDEX,
+        labels={names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_INSTANCE: kopf.PRESENT},
+    )
+    async def voiceops_pods(
+        namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """Pods by (namespace, VoiceService), for the healing loop and the model updates:
+        kopf fills every index before daemons start."""
+        return {(namespace, labels[names.LABEL_INSTANCE]): dict(body)}
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
         configure_kopf(settings, operator_settings)
@@ -172,6 +191,31 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
                 await context.reconciler.request(meta["namespace"], meta["name"])
         except (KubeError, ChildConflict) as exc:
             log.warning("resync of %s/%s failed: %s", meta["namespace"], meta["name"], exc)
+
+    @kopf.daemon(
+        *resource,
+        registry=registry,
+        id="model-update",
+        cancellation_backoff=1.0,
+        cancellation_timeout=5.0,
+    )
+    async def model_update_daemon(
+        stopped: kopf.DaemonStopped,
+        name: str,
+        namespace: str,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        voiceops_pods: kopf.Index[tuple[str, str], dict[str, Any]],
+        **_: Any,
+    ) -> None:
+        context = context_of(memo)
+        if context.stopping:
+            return
+
+        def pods() -> list[dict[str, Any]]:
+            return list(voiceops_pods.get((namespace, name), ()))
+
+        await run_updates(context.models, body, pods, stopped)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     async def forget(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -37,20 +37,6 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     if not any(isinstance(f, _QuietWakeUps) for f in objects_log.filters):
         objects_log.addFilter(_QuietWakeUps())
 
-    @kopf.index(
-        "",
-        "v1",
-        "pods",
-        registry=registry,
-        id="voiceops_pods",
-        labels={names.LABEL_MANAGED_BY: names.MANAGED_BY, names.LABEL_INSTANCE: kopf.PRESENT},
-    )
-    async def voiceops_pods(
-        namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """Pods by (namespace, VoiceService): kopf fills every index before daemons start."""
-        return {(namespace, labels[names.LABEL_INSTANCE]): dict(body)}
-
     @kopf.daemon(
         GROUP,
         VERSION,

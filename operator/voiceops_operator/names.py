@@ -52,6 +52,11 @@ def pdb_name(name: str, tier: Tier) -> str:
     return f"{name}-{tier}"
 
 
+def model_config_name(name: str) -> str:
+    """The ConfigMap the GPU pods read their model from when they start."""
+    return f"{name}-model"
+
+
 def network_policy_name(name: str) -> str:
     return name
 

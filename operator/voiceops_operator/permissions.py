@@ -30,6 +30,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     ),
     Permission("apps", "deployments", CHILD_VERBS, "the GPU and fallback tiers"),
     Permission("", "services", CHILD_VERBS, "front and per-tier Services"),
+    Permission("", "configmaps", CHILD_VERBS, "the model the GPU pods start with (<name>-model)"),
     Permission(
         "autoscaling", "horizontalpodautoscalers", CHILD_VERBS, "autoscaling/v2 HPAs per tier"
     ),

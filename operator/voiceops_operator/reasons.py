@@ -34,3 +34,15 @@ GPU_HARDWARE_FAULT = "GPUHardwareFault"
 # FailedOver when it is False while the fallback tier exists (healing_patches.py).
 GPU_TIER_ACTIVE = "GPUTierActive"
 BOTH_TIERS_SERVING = "BothTiersServing"
+
+# ModelUpdated and the Events of a model update: the model update driver (model_update.py).
+MODEL_CURRENT = "ModelCurrent"
+UPDATING_IN_PLACE = "UpdatingInPlace"
+ROLLING_UPDATE = "RollingUpdate"
+MODEL_ROLLING_BACK = "RollingBack"
+MODEL_VALIDATION_FAILED = "ModelValidationFailed"
+MODEL_LOAD_FAILED = "ModelLoadFailed"
+IN_PLACE_REFUSED_MEMORY = "InPlaceRefusedMemory"
+MODEL_SWAPPED = "ModelSwapped"
+MODEL_SWAP_FAILED = "ModelSwapFailed"
+MODEL_UPDATED = "ModelUpdated"

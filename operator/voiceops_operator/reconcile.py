@@ -191,15 +191,17 @@ class Reconciler:
             routing = build.routing_within(decided, vs.spec)
         else:
             routing = build.routing_from_status(parse_status(body.get("status")), vs.spec)
+        model = parse_status(body.get("status")).model
         run = _Run(
             vs=vs,
             body=body,
             routing=routing,
-            desired=build.build_all(vs, routing, self.settings),
+            desired=build.build_all(vs, routing, self.settings, model),
         )
         steps: list[Callable[[_Run], Awaitable[None]]] = [
             self._network_policies,  # first: pods never start without their policy
             self._services,  # then routing: a new decision moves traffic before anything else
+            self._config_maps,  # the model the GPU pods read when they start
             self._deployments,
             self._autoscalers,
             self._disruption_budgets,
@@ -281,6 +283,9 @@ class Reconciler:
 
     async def _network_policies(self, run: _Run) -> None:
         await self._ensure_kind(run, "NetworkPolicy")
+
+    async def _config_maps(self, run: _Run) -> None:
+        await self._ensure_kind(run, "ConfigMap")
 
     async def _deployments(self, run: _Run) -> None:
         await self._ensure_kind(run, "Deployment")

@@ -53,6 +53,19 @@ class OperatorSettings(BaseSettings):
     self_healing: bool = Field(
         default=True, description="Run the self-healing loop (off: spec reconcile only)."
     )
+    model_update_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="How often a VoiceService's model update driver makes a pass (an "
+        "idle pass sends no request).",
+    )
+    model_swap_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="How long one pod may take to load, validate and swap a model version.",
+    )
     routing_key: SecretStr = Field(
         default=SecretStr(""),
         description="Ed25519 private key (base64 of the 32-byte seed) that signs routing "

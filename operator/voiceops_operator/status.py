@@ -14,11 +14,12 @@ FailedOver, failovers, lastTransition,             it runs; with SELF_HEALING of
 gpu.memoryUsedRatio, fallback.desiredReplicas,     spec reconcile sets phase
 healing.signals                                    (Pending/Serving) and activeTier
                                                    (gpu) and nothing else
+model, condition ModelUpdated                      model update driver (model_updater.py)
 =================================================  =====================================
 
-Both write through the status subresource with the resourceVersion they
+All write through the status subresource with the resourceVersion they
 computed from and retry on 409 Conflict, because the conditions list is one
-field to a merge patch: each side rewrites only its own condition types and
+field to a merge patch: each writer rewrites only its own condition types and
 keeps the others as it finds them. This module never touches the healing-owned
 fields.
 """

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from testsupport.chart import NAMESPACE, render
+from testsupport.kubectl import Kubectl
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.operator_process import OperatorProcess
 
@@ -64,7 +65,7 @@ def install_rbac(plane: ControlPlane, drop: tuple[str, str] | None = None) -> No
                     rule["verbs"] = [v for v in rule["verbs"] if v != drop[1]]
     kubectl(plane, "create", "namespace", NAMESPACE)
     kubectl(plane, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    kubectl(plane, "wait", "--for=condition=Established", "crd/voiceservices.voiceops.io")
+    Kubectl(plane).apply_crd()  # the same CRD again, and waits until it is Established
 
 
 def token_kubeconfig(plane: ControlPlane, folder: Path) -> Path:

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from testsupport.manifests import manifest
 from voiceops_contract import metrics, pod
-from voiceops_operator import build, names
+from voiceops_operator import build, model_update, names
 from voiceops_operator.build import Routing
 from voiceops_operator.settings import OperatorSettings
-from voiceops_operator.spec import VoiceService, parse_voiceservice
+from voiceops_operator.spec import ModelRef, VoiceService, parse_voiceservice
 
 TIER_LABELS = {
     "app.kubernetes.io/name": "voiceops-service",
@@ -76,6 +76,14 @@ def test_gpu_deployment_requests_gpus_and_places_on_gpu_nodes(settings: Operator
     assert container_of(dep)["image"] == settings.service_gpu_image
 
 
+def started_model_path(vs: VoiceService, settings: OperatorSettings) -> str:
+    """VOICEOPS_MODEL_PATH a GPU pod starts with: its env's ConfigMap key, resolved."""
+    ref = env_of(build.build_gpu_deployment(vs, settings))[pod.ENV_MODEL_PATH]["configMapKeyRef"]
+    config_map = build.build_model_config_map(vs)
+    assert ref["name"] == config_map["metadata"]["name"]
+    return config_map["data"][ref["key"]]
+
+
 def test_gpu_count_zero_requests_no_gpu(settings: OperatorSettings) -> None:
     dep = build.build_gpu_deployment(vs_of({"gpu": {"count": 0}}), settings)
     assert "nvidia.com/gpu" not in container_of(dep)["resources"].get("limits", {})
@@ -100,7 +108,6 @@ def test_gpu_env_follows_the_contract(settings: OperatorSettings) -> None:
     assert env[pod.ENV_FALLBACK_ENGINE] == "espeak"
     assert env[pod.ENV_FAULT_INJECTION] == "false"
     assert pod.ENV_FAULT_TOKEN not in env
-    assert env[pod.ENV_MODEL_PATH] == ""
     assert env[pod.ENV_FP16] == "false"
     assert container_of(dep)["ports"] == [
         {"name": "http", "containerPort": 9000, "protocol": "TCP"}
@@ -121,12 +128,15 @@ def test_pvc_model_is_mounted_read_only(settings: OperatorSettings) -> None:
     assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     mount = next(m for m in container_of(dep)["volumeMounts"] if m["name"] == "model")
     assert mount["readOnly"] is True
-    assert env_of(dep)[pod.ENV_MODEL_PATH] == mount["mountPath"] + "/piper/joe"
+    assert started_model_path(vs_of({"model": {"uri": "pvc://models/piper/joe"}}), settings) == (
+        mount["mountPath"] + "/piper/joe"
+    )
 
 
 def test_file_model_sets_path_without_volume(settings: OperatorSettings) -> None:
-    dep = build.build_gpu_deployment(vs_of({"model": {"uri": "file:///opt/voices/x"}}), settings)
-    assert env_of(dep)[pod.ENV_MODEL_PATH] == "/opt/voices/x"
+    voice_service = vs_of({"model": {"uri": "file:///opt/voices/x"}})
+    dep = build.build_gpu_deployment(voice_service, settings)
+    assert started_model_path(voice_service, settings) == "/opt/voices/x"
     assert [v["name"] for v in dep["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
 
 
@@ -166,6 +176,8 @@ def test_prometheus_annotations_and_spread(settings: OperatorSettings) -> None:
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "8000",
         "prometheus.io/path": pod.PATH_METRICS,
+        # Rolling (the default): the model's revision, so a model change rolls the pods.
+        model_update.REVISION_ANNOTATION: model_update.revision(ModelRef(version="bundled")),
     }
     spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
@@ -403,6 +415,7 @@ def test_build_all_default_set(settings: OperatorSettings) -> None:
         ("PodDisruptionBudget", "tts-gpu"),
         ("PodDisruptionBudget", "tts-fallback"),
         ("NetworkPolicy", "tts"),
+        ("ConfigMap", "tts-model"),
     }
 
 
@@ -615,7 +628,7 @@ def test_cleanup_knows_every_child_by_api_version_kind_and_name(
             for o in build.build_all(vs, Routing(), settings)
         }
         assert built <= possible
-    assert len(possible) == 10
+    assert len(possible) == 11
 
 
 def test_the_in_process_fallback_is_espeak_on_gpu_pods_that_do_not_run_it(
@@ -645,7 +658,6 @@ def test_pods_listen_on_every_interface_and_know_every_tier_s_engine(
 def test_only_gpu_pods_mount_the_model(settings: OperatorSettings) -> None:
     vs = vs_of({"model": {"uri": "pvc://models/joe"}})
     fallback = build.build_fallback_deployment(vs, Routing(), settings)
-    assert env_of(fallback)[pod.ENV_MODEL_PATH] == ""
+    assert pod.ENV_MODEL_PATH not in env_of(fallback)  # the service's default: bundled
     assert [v["name"] for v in fallback["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
-    bundled = build.build_gpu_deployment(vs_of(), settings)
-    assert env_of(bundled)[pod.ENV_MODEL_PATH] == ""
+    assert started_model_path(vs_of(), settings) == ""

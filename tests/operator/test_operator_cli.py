@@ -24,7 +24,12 @@ def test_render_prints_a_yaml_stream_of_children() -> None:
     assert result.returncode == 0, result.stderr
     objects = list(yaml.safe_load_all(result.stdout))
     assert [o["kind"] for o in objects].count("Deployment") == 2
-    assert {o["metadata"]["name"] for o in objects} == {"tts", "tts-gpu", "tts-fallback"}
+    assert {o["metadata"]["name"] for o in objects} == {
+        "tts",
+        "tts-gpu",
+        "tts-fallback",
+        "tts-model",
+    }
 
 
 def test_render_reads_stdin_and_skips_other_kinds() -> None:

@@ -47,6 +47,7 @@ def test_crd_identity() -> None:
     assert columns["Phase"] == ".status.phase"
     assert columns["Ready"] == ".status.ready"
     assert columns["GPU-Mem"] == ".status.gpu.memoryUsedRatio"
+    assert columns["Model"] == ".status.model.current.version"
     assert columns["Available"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Age"] == ".metadata.creationTimestamp"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,39 +19,13 @@ from typing import Any
 
 import pytest
 import yaml
+from testsupport.kubectl import CRD, KUBECTL, Kubectl
 from voiceops_localcluster.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
-CRD = ROOT / "crds" / "voiceservice.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-class Kubectl:
-    """The real kubectl as the cluster's admin."""
-
-    def __init__(self, plane: ControlPlane) -> None:
-        self.plane = plane
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(KUBECTL), "--kubeconfig", str(self.plane.admin_kubeconfig), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
-
-    def json(self, *args: str) -> dict[str, Any]:
-        return json.loads(self(*args, "-o", "json").stdout)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +37,7 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
             pytest.fail(message)
         pytest.skip(message)
     k = Kubectl(control_plane)
-    k("apply", "--server-side", "-f", str(CRD))
-    k("wait", "--for=condition=Established", "crd/voiceservices.voiceops.io", "--timeout=60s")
+    k.apply_crd()
     return k
 
 
@@ -110,6 +83,7 @@ STATUS = {
     "activeTier": "fallback",
     "ready": "gpu 0/1 · cpu 2/2",
     "gpu": {"memoryUsedRatio": 0.99},
+    "model": {"current": {"version": "joe-2"}, "state": "Updated"},
     "conditions": [
         {
             "type": "Ready",
@@ -134,7 +108,7 @@ def test_get_shows_the_printer_columns_with_the_status_values(
 
     out = kubectl("-n", namespace, "get", "voiceservices").stdout
     assert out.split("\n", 1)[0].split() == [
-        "NAME", "TIER", "PHASE", "READY", "GPU-MEM", "AVAILABLE", "AGE"
+        "NAME", "TIER", "PHASE", "READY", "GPU-MEM", "MODEL", "AVAILABLE", "AGE"
     ]  # fmt: skip
     (row,) = table_rows(out)
     assert row["NAME"] == "tts-minimal"
@@ -142,6 +116,7 @@ def test_get_shows_the_printer_columns_with_the_status_values(
     assert row["PHASE"] == "FailedOver"
     assert row["READY"] == "gpu 0/1 · cpu 2/2"
     assert row["GPU-MEM"] == "0.99"
+    assert row["MODEL"] == "joe-2"
     assert row["AVAILABLE"] == "True"
     # The short names and the category reach the same table (AGE may have ticked).
     for alias in ("vsvc", "voicesvc", "voiceops"):
@@ -181,9 +156,15 @@ def test_explain_shows_our_field_descriptions(kubectl: Kubectl) -> None:
 
 def test_openapi_v3_publishes_the_crd_schema(kubectl: Kubectl) -> None:
     """What kubectl explain reads: the API server's OpenAPI v3 document of our group."""
-    index = json.loads(kubectl("get", "--raw", "/openapi/v3").stdout)
+    group = "apis/voiceops.io/v1alpha1"
+    deadline = time.monotonic() + 30  # the API server publishes a new CRD's schema shortly after
+    while True:
+        index = json.loads(kubectl("get", "--raw", "/openapi/v3").stdout)
+        if group in index["paths"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert "api/v1" in index["paths"]
-    ref = index["paths"]["apis/voiceops.io/v1alpha1"]["serverRelativeURL"]
+    ref = index["paths"][group]["serverRelativeURL"]
     doc = json.loads(kubectl("get", "--raw", ref).stdout)
     schema = doc["components"]["schemas"]["io.voiceops.v1alpha1.VoiceService"]
     assert schema["x-kubernetes-group-version-kind"] == [

@@ -23,7 +23,6 @@ import copy
 import datetime
 import json
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +34,7 @@ import pytest_asyncio
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_operator_crd import INVALID, with_spec
+from testsupport.kubectl import KUBECTL, Kubectl
 from testsupport.loopback_kubelet import (
     LoopbackKubelet,
     create_namespace,
@@ -51,12 +51,11 @@ from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import parse_status, parse_voiceservice
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = ROOT / ".tools" / "bin" / "kubectl"
-CRD = ROOT / "crds" / "voiceservice.yaml"
 # Child kinds: plural → (API path prefix, kind).
 CHILD_RESOURCES = {
     "deployments": ("/apis/apps/v1", "Deployment"),
     "services": ("/api/v1", "Service"),
+    "configmaps": ("/api/v1", "ConfigMap"),
     "horizontalpodautoscalers": ("/apis/autoscaling/v2", "HorizontalPodAutoscaler"),
     "poddisruptionbudgets": ("/apis/policy/v1", "PodDisruptionBudget"),
     "networkpolicies": ("/apis/networking.k8s.io/v1", "NetworkPolicy"),
@@ -75,29 +74,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
-class Kubectl:
-    def __init__(self, plane: ControlPlane) -> None:
-        self.plane = plane
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(KUBECTL), "--kubeconfig", str(self.plane.admin_kubeconfig), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
-        return done
-
-    def json(self, *args: str) -> dict[str, Any]:
-        return json.loads(self(*args, "-o", "json").stdout)
-
-
 @pytest.fixture(scope="module")
 def plane(new_control_plane: Callable[..., ControlPlane]) -> Iterator[ControlPlane]:
     """This module's control plane, with the audit log (every request's metadata) on."""
@@ -113,9 +89,7 @@ def kubectl(plane: ControlPlane) -> Kubectl:
     if not KUBECTL.exists():
         pytest.fail(f"{KUBECTL} is missing: `make tools` installs it")
     k = Kubectl(plane)
-    # The API server compiles the CRD's CEL rules and checks their cost here.
-    k("apply", "--server-side", "-f", str(CRD))
-    k("wait", "--for=condition=Established", "crd/voiceservices.voiceops.io", "--timeout=60s")
+    k.apply_crd()
     return k
 
 
@@ -270,10 +244,13 @@ class Cluster:
         body = await self.vs(ns, name)
         assert body is not None
         vs = parse_voiceservice(body)
-        routing = build.routing_from_status(parse_status(body.get("status")), vs.spec)
+        status = parse_status(body.get("status"))
+        routing = build.routing_from_status(status, vs.spec)
         # The operator's own routing key: its public half is in every pod template.
-        key = self.operator.settings["routing_key"]
-        return build.build_all(vs, routing, OperatorSettings(_env_file=None, routing_key=key))
+        settings = OperatorSettings(
+            _env_file=None, routing_key=self.operator.settings["routing_key"]
+        )
+        return build.build_all(vs, routing, settings, status.model)
 
     async def in_sync(self, ns: str, name: str = "tts") -> bool:
         """Children are exactly the desired set, each matching on the owned fields."""
@@ -509,6 +486,7 @@ async def test_create_builds_every_child_with_the_right_content(cluster: Cluster
         ("Service", "tts-gpu"),
         ("Service", "tts-fallback"),
         ("HorizontalPodAutoscaler", "tts-gpu"),
+        ("ConfigMap", "tts-model"),
         ("HorizontalPodAutoscaler", "tts-fallback"),
         ("PodDisruptionBudget", "tts-gpu"),
         ("PodDisruptionBudget", "tts-fallback"),

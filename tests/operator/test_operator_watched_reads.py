@@ -199,7 +199,7 @@ async def test_the_first_pass_reads_nothing_and_creates_every_child(
     verbs = {verb for verb, _, _ in api.calls}
     assert "get" not in verbs
     created = [(kind, name) for verb, kind, name in api.calls if verb == "create"]
-    assert len(created) == 10  # the default spec's children
+    assert len(created) == 11  # the default spec's children
 
 
 async def test_a_view_older_than_our_status_write_is_read_again_and_not_written(
@@ -269,7 +269,7 @@ async def test_our_create_not_seen_yet_is_read_once_and_not_written_again(
     assert {verb for verb, _, _ in api.calls} == {"create", "get"}
     creates = [c for c in api.calls if c[0] == "create"]
     gets = [c for c in api.calls if c[0] == "get"]
-    assert len(creates) == len(gets) == 10  # refused (409) and read once each
+    assert len(creates) == len(gets) == 11  # refused (409) and read once each
 
 
 async def test_a_drifted_view_of_a_repaired_child_sends_the_same_patch_once(

@@ -15,12 +15,16 @@ change both together.
 - apiGroups: [voiceops.io]
   resources: [voiceservices/status]
   verbs: [get, patch]
-# The objects of each VoiceService: tier Deployments, Services, HPAs, PDBs, NetworkPolicy.
+# The objects of each VoiceService: tier Deployments, Services, HPAs, PDBs, NetworkPolicy,
+# and the ConfigMap holding the model the GPU pods start with.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]

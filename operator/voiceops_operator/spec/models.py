@@ -7,6 +7,7 @@ reference (docs/voiceservice-api.md).
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,6 +32,7 @@ from voiceops_operator.spec.rules import (
 )
 from voiceops_operator.spec.validation import (
     CIDR_PATTERN,
+    MODEL_VERSION_PATTERN,
     PVC_NAME_PATTERN,
     RESOURCE_NAME_PATTERN,
     SECRET_KEY_PATTERN,
@@ -114,10 +116,35 @@ class ModelSpec(ApiModel):
         "stay fp32, so speech keeps its timing. Pods without a GPU run fp32 and log it.",
     )
 
+    version: str = Field(
+        default="",
+        max_length=128,
+        pattern=MODEL_VERSION_PATTERN,
+        description="A name for these weights, shown by the pods and in status.model; a model "
+        "change is a change of uri or version (new weights at the same uri need a new "
+        "version). Empty: 'bundled' for the bundled voice, else derived from the uri.",
+    )
+    update_strategy: Literal["Rolling", "InPlace"] = Field(
+        default="Rolling",
+        description="How a model change reaches running GPU pods. Rolling: the Deployment "
+        "replaces them. InPlace: each pod loads the new version beside the old, validates "
+        "it and swaps, one pod at a time (docs/hot-swap.md); a pod that refuses for GPU "
+        "memory turns the update into a Rolling one. Changing this field restarts the GPU "
+        "pods once (InPlace turns their model admin API on).",
+    )
+
     def model_path(self) -> str:
         """VOICEOPS_MODEL_PATH inside the pod for this uri ("" = bundled)."""
         source = parse_model_uri(self.uri)
         return source.container_path
+
+    def version_name(self) -> str:
+        """The version the pods report for this model: ``version``, else one derived."""
+        if self.version:
+            return self.version
+        if not self.uri:
+            return "bundled"
+        return "uri-" + hashlib.sha256(self.uri.encode()).hexdigest()[:12]
 
 
 class Toleration(ApiModel):

@@ -267,6 +267,13 @@ SPEC_RULES = (
         holds=lambda s: s.model.uri == "" or s.model.engine == "vits",
     ),
     CrossFieldRule(
+        rule="self.model.updateStrategy == 'Rolling' || self.model.engine == 'vits'",
+        message="spec.model.updateStrategy InPlace needs the vits engine (espeak has no "
+        "weights to swap)",
+        field=".model.updateStrategy",
+        holds=lambda s: s.model.update_strategy == "Rolling" or s.model.engine == "vits",
+    ),
+    CrossFieldRule(
         rule="!self.faultInjection.enabled || self.faultInjection.tokenSecretRef.name != ''",
         message="spec.faultInjection.tokenSecretRef.name is required when fault injection "
         "is enabled",

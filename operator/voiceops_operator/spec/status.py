@@ -106,6 +106,69 @@ class HealingStatus(ApiModel):
     )
 
 
+ModelUpdateState = Literal["Updated", "Updating", "RollingBack", "Failed", "Rolling"]
+
+
+class ModelRef(ApiModel):
+    """One model version: its name and where its weights come from."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: str = Field(max_length=128, description="The version's name (spec.model.version).")
+    uri: str = Field(default="", max_length=1024, description="spec.model.uri.")
+
+
+class ModelSwapRecord(ApiModel):
+    """The last swap one pod did for an InPlace update."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pod: str = Field(max_length=253, description="The pod.")
+    result: str = Field(
+        max_length=64,
+        description="swapped, unchanged, validation_failed, load_failed, refused_memory, busy "
+        "or unreachable.",
+    )
+    message: str = Field(default="", max_length=1024, description="What the pod said.")
+    seconds: float | None = Field(default=None, ge=0, description="How long the swap took.")
+    time: str = Field(description="When it ended (RFC 3339).")
+
+
+class ModelStatus(ApiModel):
+    """Which model version the GPU pods run, and the update under way (written by the
+    model update driver)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    current: ModelRef | None = Field(
+        default=None, description="The version every GPU pod runs (and new pods start with)."
+    )
+    target: ModelRef | None = Field(
+        default=None, description="The version an update is moving to; unset when none is."
+    )
+    strategy: Literal["Rolling", "InPlace"] | None = Field(
+        default=None, description="How the last update ran (InPlace may turn into Rolling)."
+    )
+    state: ModelUpdateState | None = Field(
+        default=None,
+        description="Updated | Updating (InPlace, pod by pod) | RollingBack (a pod refused the "
+        "new version: every pod goes back) | Failed (rolled back; the spec keeps the version "
+        "that failed until it changes) | Rolling (the Deployment replaces the pods).",
+    )
+    pods_updated: int | None = Field(
+        default=None, ge=0, description="GPU pods running the target version."
+    )
+    pods_total: int | None = Field(default=None, ge=0, description="GPU pods to update.")
+    last_swap: ModelSwapRecord | None = Field(default=None, description="The last swap.")
+    template_revision: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The model revision in the GPU pod template (set when an InPlace update "
+        "had to roll the pods); the pods restart only when it changes.",
+    )
+    message: str | None = Field(default=None, max_length=1024, description="What happens now.")
+
+
 class VoiceServiceStatus(ApiModel):
     """Observed state, written by the operator."""
 
@@ -127,7 +190,7 @@ class VoiceServiceStatus(ApiModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Degraded, FailedOver (metav1.Condition).",
+        description="Ready, Progressing, Degraded, FailedOver, ModelUpdated (metav1.Condition).",
     )
     gpu: GpuTierStatus | None = Field(default=None, description="GPU tier.")
     fallback: FallbackTierStatus | None = Field(default=None, description="Fallback tier.")
@@ -135,4 +198,7 @@ class VoiceServiceStatus(ApiModel):
     last_transition: Transition | None = Field(default=None, description="Last tier transition.")
     healing: HealingStatus | None = Field(
         default=None, description="State of the self-healing loop (written by the operator)."
+    )
+    model: ModelStatus | None = Field(
+        default=None, description="The GPU tier's model version and any update under way."
     )

@@ -26,6 +26,9 @@ QUANTITY_PATTERN = (
 RESOURCE_NAME_PATTERN = (
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
+# A model version becomes a response header and a metric label in the pods (the
+# service's own rule), so: letters, digits and . _ : + @ / -, starting with a letter or digit.
+MODEL_VERSION_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9._:+@/-]*)?$"
 PVC_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 _IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
