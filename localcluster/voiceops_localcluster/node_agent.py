@@ -1194,8 +1194,11 @@ class NodeAgent:
             and runtime.processes[name].returncode is None
         ]
         if hooks:
+            # Awaited here, not through wait_for: a stop that cancels this task then
+            # cancels the hooks and collects their end (no "never retrieved" gather).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*hooks, return_exceptions=True), grace)
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*hooks, return_exceptions=True)
 
     async def _discard(self, entry: _PodEntry) -> None:
         """Stop a pod that is gone from the API (no hooks, no status)."""

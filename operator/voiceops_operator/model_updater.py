@@ -79,7 +79,9 @@ def rolled_out(deployment: Mapping[str, Any] | None, revision: str | None) -> bo
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     if annotations.get(model_update.REVISION_ANNOTATION) != revision:
         return False
-    return st.TierCounts.from_deployment(dict(deployment)).rolled_out
+    counts = st.TierCounts.from_deployment(dict(deployment))
+    # No pod of an older template left (status.replicas counts every pod not terminating).
+    return counts.rolled_out and counts.replicas == counts.updated
 
 
 @dataclass

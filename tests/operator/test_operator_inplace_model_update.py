@@ -38,6 +38,7 @@ def versions() -> Iterator[dict[str, Path]]:
             "v1": reexported(root / "v1"),
             "v2": reexported(root / "v2", length_scale=1.1),
             "v3": reexported(root / "v3", length_scale=0.9),
+            "v4": reexported(root / "v4", length_scale=1.2),
             "nan": nan_weights(root / "nan"),
         }
     finally:
@@ -109,7 +110,7 @@ async def event_reasons(cluster: FailoverCluster) -> list[str]:
     return [e.get("reason", "") for e in found.get("items") or []]
 
 
-async def test_in_place_updates_swap_every_pod_roll_back_a_bad_model_and_survive_a_restart(
+async def test_in_place_updates_swap_pods_roll_back_survive_a_restart_and_roll_without_memory(
     tmp_path: Path, versions: dict[str, Path]
 ) -> None:
     spec = {
@@ -171,11 +172,32 @@ async def test_in_place_updates_swap_every_pod_roll_back_a_bad_model_and_survive
             assert set((await served_versions(cluster)).values()) == {"v3"}
             assert gpu_pods(cluster) == pods_before
             assert await gpu_generation(cluster) == generation
+
+            # 4. GPUs with no room for a second model: the update becomes a Rolling one.
+            # Half of a 1000-byte GPU in use: healthy for the failover policy, but no
+            # room for the candidate's weights beside the active ones.
+            for pod in cluster.ready_pods("gpu"):
+                await cluster.set_faults(
+                    pod, {"gpu_memory": {"used_bytes": 500, "total_bytes": 1000}}
+                )
+            await set_model(cluster, model_of(versions, "v4"))
+            await cluster.until(
+                lambda: model_status(cluster).get("state") == "Rolling",
+                UPDATE_WITHIN,
+                "the refusal turned into a roll",
+            )
+            rolling = condition(cluster, "ModelUpdated")
+            assert rolling["reason"] == "InPlaceRefusedMemory", rolling
+            await cluster.until(lambda: updated_to(cluster, "v4"), UPDATE_WITHIN, "v4 everywhere")
+            assert set((await served_versions(cluster)).values()) == {"v4"}
+            replaced = gpu_pods(cluster)
+            assert not set(replaced) & set(pods_before), "the roll replaced every pod"
+            assert "InPlaceRefusedMemory" in await event_reasons(cluster)
         finally:
             await traffic.stop()
         failures = traffic.failures()
         assert not failures, [(r.client, r.status, r.error[:120]) for r in failures[:5]]
         answered = {r.model_version for r in traffic.records if r.engine == "vits"}
-        assert {"v1", "v2", "v3"} <= answered
+        assert {"v1", "v2", "v3", "v4"} <= answered
         assert "nan" not in answered
         print(f"InPlace update of {GPU_PODS} pods: {took:.1f}s, {len(traffic.records)} requests")
