@@ -11,6 +11,8 @@ folder outside /tmp: a pod's /tmp is its own emptyDir.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import shutil
 import tempfile
 import time
@@ -20,9 +22,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from testsupport.model_versions import file_uri, nan_weights, reexported
+from voiceops_contract import pod as contract
 from voiceops_localcluster.failover_cluster import NAME, FailoverCluster, failover_cluster
 from voiceops_localcluster.traffic import Traffic
+from voiceops_operator.routing_notices import sign_model_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -93,6 +98,23 @@ async def served_versions(cluster: FailoverCluster) -> dict[str, str]:
     return found
 
 
+async def a_pod_is_swapping(cluster: FailoverCluster) -> bool:
+    """Some GPU pod is loading, validating or swapping a version right now (asked as the
+    operator asks: a command signed with its key)."""
+    key = Ed25519PrivateKey.from_private_bytes(
+        base64.b64decode(cluster.operator.settings["routing_key"])
+    )
+    async with aiohttp.ClientSession() as session:
+        for pod in cluster.ready_pods("gpu"):
+            name = pod["metadata"]["name"]
+            token = sign_model_command(key, name, time.time())
+            url = f"http://{pod['status']['podIP']}:8000{contract.PATH_MODELS_ADMIN}"
+            async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as answer:
+                if (await answer.json()).get("swapping"):
+                    return True
+    return False
+
+
 async def config_map_version(cluster: FailoverCluster) -> str:
     path = f"/api/v1/namespaces/{cluster.namespace}/configmaps/{NAME}-model"
     found = await cluster.api.get(path) or {}
@@ -159,13 +181,13 @@ async def test_in_place_updates_swap_pods_roll_back_survive_a_restart_and_roll_w
             assert await config_map_version(cluster) == "v2"  # never reached a pod's start
             assert gpu_pods(cluster) == pods_before
 
-            # 3. The operator is SIGKILLed mid-update; the one started after it finishes.
+            # 3. The operator is SIGKILLed while a pod swaps; the one started after it
+            # finishes the update.
             await set_model(cluster, model_of(versions, "v3"))
-            await cluster.until(
-                lambda: (model_status(cluster).get("podsUpdated") or 0) >= 1,
-                UPDATE_WITHIN,
-                "a first pod on v3",
-            )
+            deadline = time.monotonic() + UPDATE_WITHIN
+            while not await a_pod_is_swapping(cluster):
+                assert time.monotonic() < deadline, "no pod ever swapping to v3"
+                await asyncio.sleep(0.02)
             await cluster.operator.kill()
             await cluster.operator.start()
             await cluster.until(lambda: updated_to(cluster, "v3"), UPDATE_WITHIN, "v3 everywhere")
