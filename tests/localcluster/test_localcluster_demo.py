@@ -143,6 +143,7 @@ def test_printer_columns_read_what_kubectl_get_shows() -> None:
             "activeTier": "fallback",
             "phase": "FailedOver",
             "gpu": {"memoryUsedRatio": 0.99},
+            "model": {"current": {"version": "joe-2"}, "state": "Updated"},
             "conditions": [
                 {"type": "Degraded", "status": "True"},
                 {"type": "Ready", "status": "False"},
@@ -155,6 +156,7 @@ def test_printer_columns_read_what_kubectl_get_shows() -> None:
         "Phase": "FailedOver",
         "Ready": None,
         "GPU-Mem": 0.99,
+        "Model": "joe-2",
         "Available": "False",
     }
     assert printer_value({}, '.status.conditions[?(@.type=="Ready")].status') is None

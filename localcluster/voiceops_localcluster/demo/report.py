@@ -88,10 +88,15 @@ def say(text: str = "") -> None:
 
 
 def printer_columns(crd_file: Path = CRD_FILE) -> list[Obj]:
-    """The served version's printer columns, less the dates (an Age column only churns)."""
+    """The served version's printer columns as plain ``kubectl get`` shows them (no
+    ``-o wide`` ones), less the dates (an Age column only churns)."""
     crd = yaml.safe_load(crd_file.read_text())
     version = next(v for v in crd["spec"]["versions"] if v.get("served"))
-    return [c for c in version.get("additionalPrinterColumns") or [] if c.get("type") != "date"]
+    return [
+        c
+        for c in version.get("additionalPrinterColumns") or []
+        if c.get("type") != "date" and not c.get("priority")
+    ]
 
 
 class ClusterWatcher:
