@@ -124,7 +124,7 @@ def build_registry(settings: OperatorSettings) -> Any:
     if settings.self_healing:
         from voiceops_operator import healing_handlers
 
-        healing_handlers.register(registry, settings)
+        healing_handlers.register(registry)
     return registry
 
 

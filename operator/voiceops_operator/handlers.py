@@ -21,6 +21,7 @@ import kopf
 
 from voiceops_operator import kube, names, spec
 from voiceops_operator.context import OperatorContext, build_context, context_of
+from voiceops_operator.healing import pods_from_index
 from voiceops_operator.kube import KubeError
 from voiceops_operator.model_updater import run_updates
 from voiceops_operator.reconcile import ChildConflict
@@ -211,10 +212,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         context = context_of(memo)
         if context.stopping:
             return
-
-        def pods() -> list[dict[str, Any]]:
-            return list(voiceops_pods.get((namespace, name), ()))
-
+        pods = pods_from_index(voiceops_pods, namespace, name)
         await run_updates(context.models, body, pods, stopped)
 
     @kopf.on.delete(*resource, registry=registry, optional=True)

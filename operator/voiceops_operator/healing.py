@@ -36,7 +36,6 @@ from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from kubernetes_asyncio import client, config
 from voiceops_contract import pod as pod_contract
 
 from voiceops_operator import build, names, observe, policy, routing_notices
@@ -50,7 +49,13 @@ from voiceops_operator.healing_patches import (
     routing_of,
     transition_note,
 )
-from voiceops_operator.kube import EventPoster, KubeApi, KubeError, write_status
+from voiceops_operator.kube import (
+    HEALING_USER_AGENT,
+    EventPoster,
+    KubeApi,
+    KubeError,
+    write_status,
+)
 from voiceops_operator.opmetrics import OperatorMetrics
 from voiceops_operator.reconcile import ChildConflict, Reconciler
 from voiceops_operator.settings import OperatorSettings
@@ -72,7 +77,6 @@ class HealingRuntime:
 
     settings: OperatorSettings
     api: KubeApi
-    api_client: client.ApiClient
     session: aiohttp.ClientSession
     metrics: OperatorMetrics
     scraper: observe.PodScraper
@@ -127,7 +131,7 @@ class HealingRuntime:
     async def close(self) -> None:
         self.closed = True
         await self.session.close()
-        await self.api_client.close()
+        await self.api.close()
 
 
 # The VoiceService's pods, from the operator's pod watch (kopf index) instead of a LIST
@@ -384,15 +388,7 @@ async def make_runtime(
     ``reconciler``: the operator's spec reconcile, which applies the routing; when
     not given (tests driving the loop alone), one over this runtime's API client.
     """
-    configuration = client.Configuration()
-    if kubeconfig is not None:
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            await config.load_kube_config(client_configuration=configuration)
-    api_client = client.ApiClient(configuration)
+    api = await KubeApi.connect(settings.api_timeout_seconds, kubeconfig, HEALING_USER_AGENT)
     # Plenty of connections for scraping many pods; the scraper bounds concurrency.
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
     prometheus = None
@@ -400,13 +396,11 @@ async def make_runtime(
         prometheus = observe.PrometheusSource(
             session, settings.prometheus_url, settings.scrape_timeout_seconds
         )
-    api = KubeApi(api_client, settings.api_timeout_seconds)
     instance = os.environ.get("HOSTNAME") or socket.gethostname()
     events = EventPoster(api, instance)
     return HealingRuntime(
         settings=settings,
         api=api,
-        api_client=api_client,
         session=session,
         metrics=OperatorMetrics(),
         scraper=observe.PodScraper(session, settings.scrape_timeout_seconds),

@@ -18,7 +18,6 @@ import kopf
 from voiceops_operator import names
 from voiceops_operator.context import context_of
 from voiceops_operator.healing import HealingLoop, HealingRuntime, pods_from_index, run_loop
-from voiceops_operator.settings import OperatorSettings
 from voiceops_operator.spec import GROUP, PLURAL, VERSION
 
 
@@ -31,8 +30,9 @@ class _QuietWakeUps(logging.Filter):
         )
 
 
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
-    """Add the healing daemon, the pod index and the pod-event wake-up to ``registry``."""
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Add the healing daemon and the pod-event wake-up to ``registry`` (the pod index it
+    reads is registered with the spec handlers: the model updates read it too)."""
     objects_log = logging.getLogger("kopf.objects")
     if not any(isinstance(f, _QuietWakeUps) for f in objects_log.filters):
         objects_log.addFilter(_QuietWakeUps())

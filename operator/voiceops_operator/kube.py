@@ -42,6 +42,7 @@ RESOURCES: dict[tuple[str, str], str] = {
 }
 MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "voiceops-operator/0.1.0 (spec-reconcile)"
+HEALING_USER_AGENT = "voiceops-operator/0.1.0 (self-healing)"
 _TRANSIENT = {429, 500, 502, 503, 504}
 STATUS_WRITE_ATTEMPTS = 5  # one write plus retries after 409 Conflict
 CONFLICT_BACKOFF_SECONDS = 0.05  # random jitter so two writers do not collide again
@@ -110,14 +111,25 @@ class KubeApi:
         self.closed = False  # after close(): handlers kopf starts while stopping do nothing
 
     @classmethod
-    async def connect(cls, timeout_seconds: float = 10.0) -> KubeApi:
+    async def connect(
+        cls,
+        timeout_seconds: float = 10.0,
+        kubeconfig: str | None = None,
+        user_agent: str = USER_AGENT,
+    ) -> KubeApi:
+        """A client from ``kubeconfig``, else in-cluster, else the default kubeconfig."""
         configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            await config.load_kube_config(client_configuration=configuration)
+        if kubeconfig is not None:
+            await config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                await config.load_kube_config(client_configuration=configuration)
         api_client = client.ApiClient(configuration)
-        api_client.user_agent = USER_AGENT
+        api_client.user_agent = user_agent
         return cls(api_client, timeout_seconds)
 
     async def close(self) -> None:

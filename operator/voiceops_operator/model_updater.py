@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from voiceops_contract import pod as pod_contract
 from voiceops_operator import diff, model_update, names, observe, reasons
 from voiceops_operator import status as st
 from voiceops_operator.events import EventSink, Note
+from voiceops_operator.healing import PodSource
 from voiceops_operator.kube import KubeApi, KubeError, write_status
 from voiceops_operator.model_update import PodModel, Swap
 from voiceops_operator.reconcile import ChildConflict, Reconciler
@@ -51,7 +52,6 @@ from voiceops_operator.watched import ObjectReader
 
 log = logging.getLogger(__name__)
 
-PodSource = Callable[[], list[dict[str, Any]]]
 SETTLED = ("Updated", "Failed")  # states that wait for the spec to change
 
 

@@ -641,6 +641,7 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
     runtime: healing.HealingRuntime,
     namespace: str,
     gpu_metrics: GpuMetrics,
+    plane: ControlPlane,
 ) -> None:
     service = await _setup(api, kubelet, runtime, namespace, cooldownSeconds=0)
     loop = new_loop(runtime, namespace, watched_pods)
@@ -666,10 +667,15 @@ async def test_core_write_racing_the_healing_loop_keeps_its_routing(
         assert decision.phase == "FailedOver"
 
     # The loop fails over between the core's read and its status write.
-    core_api = KubeApi(runtime.api_client, runtime.settings.api_timeout_seconds)
+    core_api = await KubeApi.connect(
+        runtime.settings.api_timeout_seconds, str(plane.admin_kubeconfig)
+    )
     outcomes = intercept_status_patches(core_api, heal_first)
     reconciler = Reconciler(core_api, runtime.settings, runtime.events)
-    await reconciler.reconcile_body(stale)
+    try:
+        await reconciler.reconcile_body(stale)
+    finally:
+        await core_api.close()
     # 409: the core sent the resourceVersion it computed from. On the fresh status it
     # finds nothing left to write: the reconcile the loop asked for to apply its
     # routing recorded the count already.
