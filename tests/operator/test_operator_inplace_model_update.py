@@ -195,6 +195,23 @@ async def test_in_place_updates_swap_pods_roll_back_survive_a_restart_and_roll_w
             assert gpu_pods(cluster) == pods_before
             assert await gpu_generation(cluster) == generation
 
+            # A pod started after an InPlace update comes up with the new version, and
+            # nothing else restarts.
+            gone = sorted(pods_before)[0]
+            await cluster.api.request(
+                "DELETE", f"/api/v1/namespaces/{cluster.namespace}/pods/{gone}"
+            )
+            await cluster.until(
+                lambda: gone not in gpu_pods(cluster) and len(gpu_pods(cluster)) == GPU_PODS,
+                UPDATE_WITHIN,
+                "a replacement GPU pod ready",
+            )
+            assert set((await served_versions(cluster)).values()) == {"v3"}
+            kept = {name: pods_before[name] for name in pods_before if name != gone}
+            assert {name: gpu_pods(cluster)[name] for name in kept} == kept
+            assert await gpu_generation(cluster) == generation
+            pods_before = gpu_pods(cluster)
+
             # 4. GPUs with no room for a second model: the update becomes a Rolling one.
             # Half of a 1000-byte GPU in use: healthy for the failover policy, but no
             # room for the candidate's weights beside the active ones.
