@@ -23,6 +23,7 @@ ISSUE_CATALOGUE = {
     "rolling-update",
     "scale-down",
     "worker-killed-mid-job",  # issue 16
+    "model-update-in-place",  # issue 17
 }
 
 
@@ -30,7 +31,13 @@ def test_the_shipped_catalogue_has_every_scenario_of_the_issue() -> None:
     catalogue = c.load_catalogue()
     assert {s.id for s in catalogue.scenarios} == ISSUE_CATALOGUE
     classes = {s.id: s.fault_class for s in catalogue.scenarios}
-    predictive = {"gpu-memory-pressure", "gpus-unschedulable", "rolling-update", "scale-down"}
+    predictive = {
+        "gpu-memory-pressure",
+        "gpus-unschedulable",
+        "rolling-update",
+        "scale-down",
+        "model-update-in-place",
+    }
     assert {k for k, v in classes.items() if v == "predictive"} == predictive
     assert {"gpu-pod-killed", "node-lost"} <= {k for k, v in classes.items() if v == "crash"}
     for scenario in catalogue.scenarios:

@@ -211,6 +211,21 @@ def test_restarts_replacements_and_crash_loops_compare_with_an_earlier_view() ->
     ]
 
 
+def test_an_in_place_model_update_needs_the_version_and_no_restart() -> None:
+    before = ev.ClusterView(at=0, pods=(pod("gpu", "g1"),), model_version="bundled")
+    updating = ev.ClusterView(at=1, pods=(pod("gpu", "g1"),), model_version="")
+    swapped = ev.ClusterView(at=2, pods=(pod("gpu", "g1"),), model_version="v2")
+    rolled = ev.ClusterView(at=3, pods=(pod("gpu", "g2"),), model_version="v2")
+    expect = Expect(model_version="v2", unrestarted="gpu")
+    assert ev.unmet(expect, swapped, baseline=before, since=0) == []
+    assert ev.unmet(expect, updating, baseline=before, since=0) == [
+        "every GPU pod on model version v2 (is an update under way)"
+    ]
+    assert ev.unmet(expect, rolled, baseline=before, since=0) == [
+        "no gpu pod restarted or replaced"
+    ]
+
+
 def test_the_steady_state_needs_its_phase_tier_pods_and_endpoints() -> None:
     steady = SteadyState()
     good = ev.ClusterView(

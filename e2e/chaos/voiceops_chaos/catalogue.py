@@ -203,6 +203,12 @@ class Expect(_Data):
     replaced: PodTier | None = Field(
         None, description="every pod of this tier is new since the scenario began, one ready"
     )
+    unrestarted: PodTier | None = Field(
+        None, description="no pod of this tier restarted or was replaced since the scenario began"
+    )
+    model_version: str | None = Field(
+        None, description="status.model says every GPU pod runs this model version"
+    )
     pods_exactly: dict[PodTier, int] | None = Field(
         None, description="exactly this many pods, terminating ones included"
     )

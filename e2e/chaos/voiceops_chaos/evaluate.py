@@ -92,6 +92,7 @@ class ClusterView:
     pods: tuple[PodSeen, ...] = ()
     events: tuple[EventSeen, ...] = ()
     signals: frozenset[str] = frozenset()
+    model_version: str = ""  # status.model.current.version while no update is under way
 
     def ready(self, tier: str) -> int:
         return sum(1 for p in self.pods if p.tier == tier and p.ready)
@@ -353,6 +354,11 @@ def unmet(
         missing.append(f"an Event {expect.event} after the step began")
     if expect.restarted is not None and not restarted(view, baseline, expect.restarted):
         missing.append(f"a {expect.restarted} pod restarted or replaced")
+    if expect.unrestarted is not None and restarted(view, baseline, expect.unrestarted):
+        missing.append(f"no {expect.unrestarted} pod restarted or replaced")
+    if expect.model_version is not None and view.model_version != expect.model_version:
+        shown = view.model_version or "an update under way"
+        missing.append(f"every GPU pod on model version {expect.model_version} (is {shown})")
     if expect.replaced is not None and not replaced(view, step_start or baseline, expect.replaced):
         missing.append(f"every {expect.replaced} pod replaced, one ready")
     for tier, count in (expect.pods_exactly or {}).items():

@@ -79,6 +79,8 @@ def chaos_voiceservice(namespace: str, window_seconds: int, redis_url: str = "")
     }
     spec["autoscaling"] = {"enabled": False}
     spec["replicas"] = 1
+    # Model changes swap the model inside the running GPU pods (docs/hot-swap.md).
+    spec["model"]["updateStrategy"] = "InPlace"
     spec["serving"]["maxQueue"] = 8
     # The service fails /healthz after 10 s without engine progress; three misses 3 s
     # apart restart it. A 3 s timeout keeps a busy 2-core machine from restarting a

@@ -164,6 +164,7 @@ class Observer:
             pods=tuple(pod_seen(p) for p in self.pods.items.values()),
             events=tuple(self.events_seen),
             signals=frozenset(k for k, v in signals.items() if v),
+            model_version=_settled_model_version(status),
         )
 
     # ------------------------------------------------------------ callbacks
@@ -218,3 +219,11 @@ class Observer:
                 message=str(obj.get("message") or "")[:300],
             )
         )
+
+
+def _settled_model_version(status: Obj) -> str:
+    """The version every GPU pod runs, or "" while a model update is under way."""
+    model = status.get("model") or {}
+    if model.get("state") != "Updated":
+        return ""
+    return str((model.get("current") or {}).get("version") or "")
