@@ -24,8 +24,10 @@ import aiohttp
 import pytest
 import yaml
 from aiohttp import web
+from testsupport.needs import missing as missing_resource
+from testsupport.needs import network_namespaces
 from voiceops_contract import metrics as m
-from voiceops_localcluster import kube_binaries, pod_network
+from voiceops_localcluster import kube_binaries
 from voiceops_localcluster.demo import EXAMPLE_FILE, parse_args, printer_value, wav_facts
 from voiceops_localcluster.demo.cluster import kubectl_binary
 from voiceops_localcluster.demo.prometheus import PrometheusStandIn, parse_samples, parse_selector
@@ -86,10 +88,7 @@ def cluster_tools() -> None:
     if kubectl_binary() is None:
         missing.append("kubectl (run `make tools`)")
     if missing:
-        message = f"the demo needs {' and '.join(missing)}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_resource(f"the demo needs {' and '.join(missing)}")
 
 
 @contextlib.contextmanager
@@ -265,8 +264,8 @@ def test_demo_says_what_to_install_without_kubernetes_binaries(tmp_path: Path) -
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("pod_net", ["loopback", "namespaces"])
 def test_demo_basic_scenario_end_to_end(tmp_path: Path, cluster_tools: None, pod_net: str) -> None:
-    if pod_net == "namespaces" and (reason := pod_network.available()) is not None:
-        pytest.skip(reason)
+    if pod_net == "namespaces":
+        network_namespaces()
     out = tmp_path / "out"
     proc = subprocess.run(
         demo_command(out, "--scenario", "basic", "--pod-network", pod_net),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from testsupport.needs import network_namespaces
 from voiceops_localcluster import pod_network
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.node_agent import KubeClient, NodeAgent
@@ -44,18 +44,9 @@ LIST_PODS = (
 )
 
 
-def need_network_namespaces() -> None:
-    """Skip where ``ip netns`` is refused (not root); fail under CI=true, which runs as root."""
-    reason = pod_network.available()
-    if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def control_plane(new_control_plane: Callable[[], ControlPlane]) -> Iterator[ControlPlane]:
-    need_network_namespaces()
+    network_namespaces()
     plane = new_control_plane()
     try:
         yield plane
@@ -162,7 +153,7 @@ async def test_a_pod_reaches_the_api_server_as_its_service_account_through_the_g
 
 
 def test_leftovers_of_a_tag_are_found_and_removed(tmp_path: Path) -> None:
-    need_network_namespaces()
+    network_namespaces()
     network = pod_network.NamespacePodNetwork(ipaddress.ip_network("10.252.7.0/29"))
     network.setup()
     network.attach()

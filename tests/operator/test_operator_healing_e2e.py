@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from testsupport.needs import network_namespaces
 from voiceops_localcluster import pod_network
 from voiceops_localcluster.control_plane import ControlPlane
 from voiceops_localcluster.failover_cluster import (
@@ -190,15 +190,6 @@ def unschedulable_message(pod: dict[str, Any]) -> str:
     return ""
 
 
-def need_network_namespaces() -> None:
-    """Skip where ``ip netns`` is refused (not root); fail under CI=true, which runs as root."""
-    reason = pod_network.available()
-    if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
 @contextlib.asynccontextmanager
 async def healing_cluster(
     plane: ControlPlane, work_dir: Path, serving: bool = True
@@ -277,7 +268,7 @@ async def starting_cluster(
     new_control_plane: Callable[..., ControlPlane], tmp_path: Path
 ) -> AsyncIterator[HealingCluster]:
     """As ``cluster``, before the VoiceService exists."""
-    need_network_namespaces()
+    network_namespaces()
     plane = new_control_plane()
     try:
         async with healing_cluster(plane, tmp_path, serving=False) as healing:
@@ -291,7 +282,7 @@ async def cluster(
     new_control_plane: Callable[..., ControlPlane], tmp_path: Path
 ) -> AsyncIterator[HealingCluster]:
     """A control plane of its own: the tests take nodes away, which no other test may see."""
-    need_network_namespaces()
+    network_namespaces()
     plane = new_control_plane()
     try:
         async with healing_cluster(plane, tmp_path) as healing:

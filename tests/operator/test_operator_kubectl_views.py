@@ -10,7 +10,6 @@ runs: the status is what the test writes through the status subresource.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from testsupport.kubectl import CRD, KUBECTL, Kubectl
+from testsupport.needs import missing
 from voiceops_localcluster.control_plane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,10 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 def kubectl(control_plane: ControlPlane) -> Kubectl:
     """kubectl with our CRD established: missing kubectl fails under CI=true, else skips."""
     if not KUBECTL.exists():
-        message = f"kubectl is missing at {KUBECTL}: run `make tools`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"kubectl is missing at {KUBECTL}: run `make tools`")
     k = Kubectl(control_plane)
     k.apply_crd()
     return k

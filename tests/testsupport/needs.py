@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from voiceops_localcluster import pod_network
 
 FAKE_NVML_BUILD = Path(__file__).resolve().parents[2] / "tools" / "fake-nvml" / "build.sh"
 
@@ -22,6 +23,13 @@ def missing(what: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(what)
     pytest.skip(what)
+
+
+def network_namespaces() -> None:
+    """Pods in network namespaces of their own need root (``ip netns``)."""
+    reason = pod_network.available()
+    if reason is not None:
+        missing(reason)
 
 
 def build_fake_nvml(out: Path) -> Path:
