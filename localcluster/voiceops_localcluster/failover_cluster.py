@@ -221,17 +221,6 @@ async def namespace_with_fault_token(api: KubeClient, prefix: str) -> str:
     return namespace
 
 
-def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` merged in, maps key by key (a JSON merge patch, no nulls)."""
-    out = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 @contextlib.asynccontextmanager
 async def failover_cluster(
     work_dir: Path,
@@ -243,8 +232,8 @@ async def failover_cluster(
 ) -> AsyncIterator[FailoverCluster]:
     """The cluster, the operator and the VoiceService, Serving with a ready fallback pod.
 
-    ``spec``: merged into the two-tier VoiceService's spec; ``nodes``: the node agent's
-    nodes (``name:gpus:cpus``)."""
+    ``spec``: top-level spec fields that replace the two-tier VoiceService's; ``nodes``:
+    the node agent's nodes (``name:gpus:cpus``)."""
     reason = pod_network.available()
     if reason is not None:
         raise RuntimeError(reason)
@@ -298,7 +287,7 @@ async def failover_cluster(
         await operator.start()
         cluster = FailoverCluster(plane, agent, operator, namespace, api, *informers)
         body = two_tier_voiceservice(namespace, window_seconds)
-        body["spec"] = merged(body["spec"], spec or {})
+        body["spec"].update(spec or {})
         await api.request(
             "POST", f"/apis/voiceops.io/v1alpha1/namespaces/{namespace}/voiceservices", body
         )

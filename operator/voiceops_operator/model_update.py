@@ -181,10 +181,10 @@ def _claim(ref: ModelRef) -> str:
 
 @dataclass(frozen=True)
 class PodModel:
-    """A live GPU pod and the version it serves (None: not ready, or it did not answer)."""
+    """A live GPU pod and the version it serves (None: not ready, or it did not answer:
+    not a pod to ask for a swap now)."""
 
     name: str
-    ready: bool
     version: str | None
 
 
@@ -256,7 +256,7 @@ def next_action(
             }
         )
         return Finish(failed)
-    ready = [p for p in behind if p.ready]
+    ready = [p for p in behind if p.version is not None]
     if not ready:
         return Wait(progress.model_copy(update={"message": "waiting for the GPU pods to be ready"}))
     if disruptions_allowed is not None and disruptions_allowed < 1:

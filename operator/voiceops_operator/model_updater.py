@@ -55,19 +55,11 @@ log = logging.getLogger(__name__)
 SETTLED = ("Updated", "Failed")  # states that wait for the spec to change
 
 
-def _address(pod: Mapping[str, Any], port: int) -> str | None:
-    ip = (pod.get("status") or {}).get("podIP")
-    if not ip:
-        return None
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _live_gpu_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _live_gpu_pods(pods: list[dict[str, Any]]) -> list[Mapping[str, Any]]:
     return [
         p
         for p in observe.live_pods(pods)
         if (p["metadata"].get("labels") or {}).get(names.LABEL_TIER) == "gpu"
-        and not p["metadata"].get("deletionTimestamp")
     ]
 
 
@@ -79,9 +71,7 @@ def rolled_out(deployment: Mapping[str, Any] | None, revision: str | None) -> bo
     annotations = (template.get("metadata") or {}).get("annotations") or {}
     if annotations.get(model_update.REVISION_ANNOTATION) != revision:
         return False
-    counts = st.TierCounts.from_deployment(dict(deployment))
-    # No pod of an older template left (status.replicas counts every pod not terminating).
-    return counts.rolled_out and counts.replicas == counts.updated
+    return st.TierCounts.from_deployment(dict(deployment)).rolled_out
 
 
 @dataclass
@@ -105,9 +95,9 @@ class ModelUpdater:
         assert self.key is not None
         return {"Authorization": f"Bearer {sign_model_command(self.key, pod_name, time.time())}"}
 
-    async def pod_version(self, pod_name: str, address: str) -> str | None:
+    async def pod_version(self, pod_name: str, base_url: str) -> str | None:
         """The version the pod serves; None when it does not answer."""
-        url = f"http://{address}{pod_contract.PATH_MODELS_ADMIN}"
+        url = f"{base_url}{pod_contract.PATH_MODELS_ADMIN}"
         timeout = aiohttp.ClientTimeout(total=self.settings.scrape_timeout_seconds * 5)
         try:
             async with self.session.get(
@@ -123,9 +113,9 @@ class ModelUpdater:
         active = body.get("active") if isinstance(body, dict) else None
         return str(active["version"]) if isinstance(active, dict) else None
 
-    async def swap(self, pod_name: str, address: str, to: ModelRef) -> ModelSwapRecord:
+    async def swap(self, pod_name: str, base_url: str, to: ModelRef) -> ModelSwapRecord:
         """Ask the pod to load, validate and swap to ``to``; what it answered."""
-        url = f"http://{address}{pod_contract.PATH_MODELS_ADMIN}"
+        url = f"{base_url}{pod_contract.PATH_MODELS_ADMIN}"
         timeout = aiohttp.ClientTimeout(total=self.settings.model_swap_timeout_seconds)
         began = time.monotonic()
         try:
@@ -157,23 +147,23 @@ class ModelUpdater:
 
     # --- one pass ---------------------------------------------------------------------------
 
-    async def pass_once(self, body: Mapping[str, Any], pods: PodSource) -> bool:
-        """Move the update one step; True while an update is under way.
+    async def pass_once(self, body: Mapping[str, Any], pods: PodSource) -> None:
+        """Move the update one step.
 
         ``body``: the object as the watch last saw it. An idle pass decides from it
         alone; a pass with work reads the object first, so it never acts on a view
         older than its own last status write.
         """
         if await self._settled(body):
-            return False
+            return
         meta = body["metadata"]
         fresh = await self.api.get(API_VERSION, KIND, meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-            return False
+            return
         try:
             vs = parse_voiceservice(fresh)
         except InvalidSpec:
-            return False  # the spec reconcile reports it
+            return  # the spec reconcile reports it
         before = parse_status(fresh.get("status")).model
         status = await self._next_status(vs, before)
         notes: list[Note] = []
@@ -182,7 +172,6 @@ class ModelUpdater:
         if before is not None and status.state != before.state:
             notes.append(_state_note(status))
         await self._write(fresh, vs, before, status, notes)
-        return status.state not in SETTLED
 
     async def _settled(self, body: Mapping[str, Any]) -> bool:
         """Nothing to do for the object as seen: its model is where the spec wants it."""
@@ -210,16 +199,14 @@ class ModelUpdater:
     async def _swap_step(
         self, vs: VoiceService, status: ModelStatus, pods: PodSource, notes: list[Note]
     ) -> ModelStatus:
-        port = vs.spec.serving.port
         live = _live_gpu_pods(pods())
-        addresses = {p["metadata"]["name"]: _address(p, port) for p in live}
+        urls = {p["metadata"]["name"]: observe.pod_base_url(p) for p in live}
 
-        async def view(pod: dict[str, Any]) -> PodModel:
+        async def view(pod: Mapping[str, Any]) -> PodModel:
             name = pod["metadata"]["name"]
-            address = addresses[name]
-            ready = observe.pod_is_ready(pod) and address is not None
-            version = await self.pod_version(name, address) if ready and address else None
-            return PodModel(name=name, ready=ready and version is not None, version=version)
+            url = urls[name] if observe.pod_is_ready(pod) else None
+            version = await self.pod_version(name, url) if url else None
+            return PodModel(name=name, version=version)
 
         views = await asyncio.gather(*(view(p) for p in live))
         pdb = await self.reads.get(
@@ -230,9 +217,9 @@ class ModelUpdater:
         )
         action = model_update.next_action(vs.spec.model, status, views, allowed)
         if isinstance(action, Swap):
-            address = addresses[action.pod]
-            assert address is not None
-            record = await self.swap(action.pod, address, action.to)
+            url = urls[action.pod]
+            assert url is not None  # only a pod that answered is asked to swap
+            record = await self.swap(action.pod, url, action.to)
             notes.append(_swap_note(record, action.to))
             after = model_update.after_swap(status, record)
             if record.result in model_update.SWAPPED:

@@ -145,6 +145,13 @@ def pod_is_ready(pod: Mapping[str, Any]) -> bool:
 
 def pod_metrics_url(pod: Mapping[str, Any]) -> str | None:
     """``http://podIP:port/metrics`` with the container port named ``http``."""
+    base = pod_base_url(pod)
+    return None if base is None else f"{base}{PATH_METRICS}"
+
+
+def pod_base_url(pod: Mapping[str, Any]) -> str | None:
+    """``http://podIP:port`` of the container port named ``http``; None before the pod has
+    an address."""
     ip = (pod.get("status") or {}).get("podIP")
     if not ip:
         return None
@@ -154,7 +161,7 @@ def pod_metrics_url(pod: Mapping[str, Any]) -> str | None:
             if p.get("name") == HTTP_PORT_NAME and p.get("containerPort"):
                 port = int(p["containerPort"])
     host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{port}{PATH_METRICS}"
+    return f"http://{host}:{port}"
 
 
 def classify_pod(

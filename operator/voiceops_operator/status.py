@@ -52,7 +52,9 @@ class TierCounts:
     replicas: int = 0
     ready: int = 0
     updated: int = 0
-    rolled_out: bool = True  # controller saw the latest generation and all pods updated
+    # The controller saw the latest generation, every pod is of it (status.replicas counts
+    # the pods not terminating, so none of an older template is left) and enough are ready.
+    rolled_out: bool = True
 
     @classmethod
     def from_deployment(cls, deployment: dict[str, Any] | None) -> TierCounts:
@@ -71,7 +73,10 @@ class TierCounts:
             replicas=int(status.get("replicas", 0)),
             ready=ready,
             updated=updated,
-            rolled_out=seen and updated >= desired and ready >= desired,
+            rolled_out=seen
+            and updated >= desired
+            and ready >= desired
+            and int(status.get("replicas", 0)) <= updated,
         )
 
 

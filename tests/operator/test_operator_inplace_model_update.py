@@ -70,6 +70,10 @@ def updated_to(cluster: FailoverCluster, version: str) -> bool:
     )
 
 
+async def reach_state(cluster: FailoverCluster, state: str, what: str) -> None:
+    await cluster.until(lambda: model_status(cluster).get("state") == state, UPDATE_WITHIN, what)
+
+
 def condition(cluster: FailoverCluster, kind: str) -> dict[str, Any]:
     conditions = cluster.status().get("conditions") or []
     return next((c for c in conditions if c["type"] == kind), {})
@@ -169,11 +173,7 @@ async def test_in_place_updates_swap_pods_roll_back_survive_a_restart_and_roll_w
 
             # 2. A model that speaks NaN: the first pod refuses it, nothing else changes.
             await set_model(cluster, model_of(versions, "nan"))
-            await cluster.until(
-                lambda: model_status(cluster).get("state") == "Failed",
-                UPDATE_WITHIN,
-                "the bad model refused and rolled back",
-            )
+            await reach_state(cluster, "Failed", "the bad model refused and rolled back")
             failed = condition(cluster, "ModelUpdated")
             assert (failed["status"], failed["reason"]) == ("False", "ModelValidationFailed")
             assert model_status(cluster)["current"]["version"] == "v2"
@@ -220,11 +220,7 @@ async def test_in_place_updates_swap_pods_roll_back_survive_a_restart_and_roll_w
                     pod, {"gpu_memory": {"used_bytes": 500, "total_bytes": 1000}}
                 )
             await set_model(cluster, model_of(versions, "v4"))
-            await cluster.until(
-                lambda: model_status(cluster).get("state") == "Rolling",
-                UPDATE_WITHIN,
-                "the refusal turned into a roll",
-            )
+            await reach_state(cluster, "Rolling", "the refusal turned into a roll")
             rolling = condition(cluster, "ModelUpdated")
             assert rolling["reason"] == "InPlaceRefusedMemory", rolling
             await cluster.until(lambda: updated_to(cluster, "v4"), UPDATE_WITHIN, "v4 everywhere")

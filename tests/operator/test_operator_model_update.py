@@ -52,9 +52,9 @@ def next_status(spec: ModelSpec, status: ModelStatus | None, **kwargs: Any) -> M
 
 
 PODS = [
-    PodModel("tts-gpu-c", ready=True, version="v1"),
-    PodModel("tts-gpu-a", ready=True, version="v1"),
-    PodModel("tts-gpu-b", ready=True, version="v1"),
+    PodModel("tts-gpu-c", version="v1"),
+    PodModel("tts-gpu-a", version="v1"),
+    PodModel("tts-gpu-b", version="v1"),
 ]
 
 
@@ -178,14 +178,14 @@ def test_pods_swap_one_at_a_time_in_name_order_while_the_pdb_allows() -> None:
     assert isinstance(waiting, Wait)
     assert "PodDisruptionBudget" in (waiting.status.message or "")
     assert waiting.status.pods_total == 3
-    some = [PodModel("tts-gpu-a", True, "v2"), PodModel("tts-gpu-b", False, None), PODS[0]]
+    some = [PodModel("tts-gpu-a", "v2"), PodModel("tts-gpu-b", None), PODS[0]]
     assert model_update.next_action(model(V2), updating(1), some, None) == Swap("tts-gpu-c", V2)
-    only_unready = [PodModel("tts-gpu-a", True, "v2"), PodModel("tts-gpu-b", False, None)]
+    only_unready = [PodModel("tts-gpu-a", "v2"), PodModel("tts-gpu-b", None)]
     assert isinstance(model_update.next_action(model(V2), updating(1), only_unready, 1), Wait)
 
 
 def test_all_pods_at_the_target_finish_the_update() -> None:
-    done = [PodModel(n, True, "v2") for n in ("tts-gpu-a", "tts-gpu-b")]
+    done = [PodModel(n, "v2") for n in ("tts-gpu-a", "tts-gpu-b")]
     action = model_update.next_action(model(V2), updating(2), done, 1)
     assert isinstance(action, Finish)
     assert (action.status.state, action.status.current, action.status.target) == (
@@ -198,9 +198,9 @@ def test_all_pods_at_the_target_finish_the_update() -> None:
 def test_a_refused_version_rolls_every_pod_back_then_fails() -> None:
     refused = model_update.after_swap(updating(1), record("validation_failed", "tts-gpu-b"))
     assert refused.state == "RollingBack"
-    mixed = [PodModel("tts-gpu-a", True, "v2"), PodModel("tts-gpu-b", True, "v1")]
+    mixed = [PodModel("tts-gpu-a", "v2"), PodModel("tts-gpu-b", "v1")]
     assert model_update.next_action(model(V2), refused, mixed, 1) == Swap("tts-gpu-a", V1)
-    back = [PodModel("tts-gpu-a", True, "v1"), PodModel("tts-gpu-b", True, "v1")]
+    back = [PodModel("tts-gpu-a", "v1"), PodModel("tts-gpu-b", "v1")]
     action = model_update.next_action(model(V2), refused, back, 1)
     assert isinstance(action, Finish)
     assert (action.status.state, action.status.current, action.status.target) == (
@@ -249,7 +249,7 @@ def test_busy_or_unreachable_pods_are_asked_again() -> None:
 def test_a_spec_that_goes_back_mid_update_rolls_back_to_current() -> None:
     back = next_status(model(V1), updating(1))
     assert back.state == "RollingBack"
-    pods = [PodModel("tts-gpu-a", True, "v1")]
+    pods = [PodModel("tts-gpu-a", "v1")]
     action = model_update.next_action(model(V1), back, pods, 1)
     assert isinstance(action, Finish)
     assert (action.status.state, action.status.current) == ("Updated", V1)

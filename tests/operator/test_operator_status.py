@@ -292,6 +292,16 @@ def test_a_failed_reconcile_shows_in_progressing_only() -> None:
     )
 
 
+def test_a_rollout_with_a_pod_of_the_old_template_left_is_not_over() -> None:
+    def surge(replicas: int) -> dict:
+        status = {"observedGeneration": 2, "replicas": replicas, "updatedReplicas": 3,
+                  "readyReplicas": replicas}  # fmt: skip
+        return {"metadata": {"generation": 2}, "spec": {"replicas": 3}, "status": status}
+
+    assert st.TierCounts.from_deployment(surge(4)).rolled_out is False  # the old pod is up
+    assert st.TierCounts.from_deployment(surge(3)).rolled_out is True
+
+
 def test_tier_counts_read_a_deployment_with_kubernetes_defaults() -> None:
     assert st.TierCounts.from_deployment(None) == st.TierCounts(rolled_out=False)
     created = st.TierCounts.from_deployment({"metadata": {"generation": 1}, "spec": {}})
