@@ -22,7 +22,7 @@ def new_control_plane(
     """
     started: list[ControlPlane] = []
 
-    def start(*, audit: bool = False) -> ControlPlane:
+    def start(*, audit: bool = False, metrics_server: bool = False) -> ControlPlane:
         try:
             binaries = find()
         except BinariesError as error:
@@ -31,7 +31,10 @@ def new_control_plane(
             problem = "run `make kube-binaries` (python -m voiceops_localcluster.kube_binaries)"
         if binaries is None:
             missing(f"the control plane's binaries are missing: {problem}")
-        plane = ControlPlane(tmp_path_factory.mktemp("control-plane"), binaries, audit=audit)
+        plane = ControlPlane(
+            tmp_path_factory.mktemp("control-plane"), binaries, audit=audit,
+            metrics_server=metrics_server,
+        )  # fmt: skip
         started.append(plane)
         plane.start()
         return plane

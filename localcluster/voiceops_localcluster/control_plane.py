@@ -12,7 +12,12 @@ folder:
   Node authorization, the controller manager (Deployments and ReplicaSets, the garbage
   collector, EndpointSlices, HPAs, node lifecycle) with short monitor periods so a
   lost node shows in seconds, and the scheduler;
-* ``admin.kubeconfig`` for kubectl, helm and the operator.
+* ``admin.kubeconfig`` for kubectl, helm and the operator;
+* the aggregation layer (a front-proxy CA and client certificate), and with
+  ``metrics_server=True`` the real metrics-server behind ``v1beta1.metrics.k8s.io``:
+  it scrapes each node agent's ``/metrics/resource`` endpoint, so ``kubectl top`` and
+  CPU-based HPAs work. The API server reaches it through an ExternalName Service
+  ``localhost`` (there is no kube-proxy on this machine to route a ClusterIP).
 
 It waits until each component says it is healthy and reports the time. Every
 process writes its pid to ``<folder>/pids/<name>.pid``; ``start()`` stops what a
@@ -21,11 +26,13 @@ process name), and ``stop()`` stops everything (SIGTERM, then SIGKILL). A compon
 that exits is named with the tail of its log.
 
     python -m voiceops_localcluster.control_plane --dir .localkube up   # until Ctrl-C
+    python -m voiceops_localcluster.control_plane --dir .localkube up --metrics-server
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -40,13 +47,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from .kube_binaries import Binaries, BinariesError, build
+from .kube_binaries import Binaries, BinariesError, build, build_metrics_server
 from .ports import free_port
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -55,6 +63,10 @@ SERVICE_CIDR = "10.96.0.0/16"
 NODE_MONITOR_GRACE_SECONDS = 6
 TOLERATION_SECONDS = 4
 HEALTH_DEADLINE_SECONDS = 120.0
+# metrics-server's shortest resolution: an HPA sees a new CPU rate this often.
+METRIC_RESOLUTION_SECONDS = 10
+METRICS_SERVER_USER = "voiceops:metrics-server"
+METRICS_API_SERVICE = "v1beta1.metrics.k8s.io"
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
@@ -108,20 +120,7 @@ class Pki:
 
     def create(self, extra_ips: list[str] | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-        ca_key = _key()
-        ca = (
-            x509.CertificateBuilder()
-            .subject_name(_name("voiceops-local-ca"))
-            .issuer_name(_name("voiceops-local-ca"))
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256())
-        )
-        self._write("ca", ca, ca_key)
+        ca, ca_key = self._ca("ca", "voiceops-local-ca")
         sans: list[x509.GeneralName] = [
             x509.DNSName(n)
             for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
@@ -132,6 +131,17 @@ class Pki:
         self._leaf("admin", _name("voiceops-admin", "system:masters"), ca, ca_key)
         self._leaf("controller-manager", _name("system:kube-controller-manager"), ca, ca_key)
         self._leaf("scheduler", _name("system:kube-scheduler"), ca, ca_key)
+        # The aggregation layer: the API server proxies to metrics-server as
+        # front-proxy-client, which metrics-server trusts through this second CA.
+        proxy_ca, proxy_ca_key = self._ca("front-proxy-ca", "voiceops-front-proxy-ca")
+        self._leaf("front-proxy-client", _name("front-proxy-client"), proxy_ca, proxy_ca_key)
+        self._leaf("metrics-server-client", _name(METRICS_SERVER_USER), ca, ca_key)
+        metrics_sans: list[x509.GeneralName] = [
+            x509.DNSName("metrics-server.kube-system.svc"),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        self._leaf("metrics-server", _name("metrics-server"), ca, ca_key, metrics_sans, server=True)
         sa = _key()
         (self.folder / "sa.key").write_bytes(_pem_key(sa))
         (self.folder / "sa.pub").write_bytes(
@@ -139,6 +149,23 @@ class Pki:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+
+    def _ca(self, name: str, common: str) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        key = _key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common))
+            .issuer_name(_name(common))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        self._write(name, cert, key)
+        return cert, key
 
     def _leaf(
         self,
@@ -193,6 +220,61 @@ def kubeconfig(server: str, pki: Pki, user: str) -> str:
     )
 
 
+_PLURALS = {
+    "ClusterRole": "clusterroles",
+    "ClusterRoleBinding": "clusterrolebindings",
+    "RoleBinding": "rolebindings",
+    "Service": "services",
+    "APIService": "apiservices",
+}
+
+
+def collection_path(obj: dict[str, Any]) -> str:
+    """The URL path objects of ``obj``'s kind are created at."""
+    version = obj["apiVersion"]
+    prefix = "/api/v1" if version == "v1" else f"/apis/{version}"
+    namespace = obj["metadata"].get("namespace")
+    scope = f"/namespaces/{namespace}" if namespace else ""
+    return f"{prefix}{scope}/{_PLURALS[obj['kind']]}"
+
+
+def metrics_api_objects(port: int, ca_bundle: bytes) -> list[dict[str, Any]]:
+    """What metrics-server needs in the API: least-privilege RBAC for its user, the
+    authentication delegation every aggregated API server needs, an ExternalName
+    Service ``localhost`` and the APIService that sends ``metrics.k8s.io`` there."""
+    rbac = "rbac.authorization.k8s.io/v1"
+    user = [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": METRICS_SERVER_USER}]
+
+    def role_ref(kind: str, name: str) -> dict[str, str]:
+        return {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}
+
+    return [
+        {"apiVersion": rbac, "kind": "ClusterRole", "metadata": {"name": METRICS_SERVER_USER},
+         "rules": [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+                   {"apiGroups": [""], "resources": ["pods", "nodes"],
+                    "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": rbac, "kind": "ClusterRoleBinding",
+         "metadata": {"name": METRICS_SERVER_USER},
+         "roleRef": role_ref("ClusterRole", METRICS_SERVER_USER), "subjects": user},
+        {"apiVersion": rbac, "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{METRICS_SERVER_USER}:auth-delegator"},
+         "roleRef": role_ref("ClusterRole", "system:auth-delegator"), "subjects": user},
+        {"apiVersion": rbac, "kind": "RoleBinding",
+         "metadata": {"name": f"{METRICS_SERVER_USER}:auth-reader", "namespace": "kube-system"},
+         "roleRef": role_ref("Role", "extension-apiserver-authentication-reader"),
+         "subjects": user},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+         "spec": {"type": "ExternalName", "externalName": "localhost"}},
+        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+         "metadata": {"name": METRICS_API_SERVICE},
+         "spec": {"group": "metrics.k8s.io", "version": "v1beta1",
+                  "service": {"namespace": "kube-system", "name": "metrics-server", "port": port},
+                  "caBundle": base64.b64encode(ca_bundle).decode(),
+                  "groupPriorityMinimum": 100, "versionPriority": 100}},
+    ]  # fmt: skip
+
+
 @dataclass
 class Component:
     name: str
@@ -213,6 +295,9 @@ class ControlPlane:
     # The pods' subnet when they run in network namespaces (pod_network.py): its
     # gateway forwards to the API server, so the serving certificate names it.
     pod_cidr: ipaddress.IPv4Network = field(default_factory=lambda: free_pod_cidr())
+    # Run metrics-server behind the metrics.k8s.io API (module docstring). Off by
+    # default: an APIService whose server is down breaks discovery for every client.
+    metrics_server: bool = False
     components: list[Component] = field(default_factory=list)
     api_port: int = 0
     seconds_to_healthy: float = 0.0
@@ -299,6 +384,13 @@ class ControlPlane:
                  f"--service-account-signing-key-file={pki.path('sa.key')}",
                  f"--default-not-ready-toleration-seconds={TOLERATION_SECONDS}",
                  f"--default-unreachable-toleration-seconds={TOLERATION_SECONDS}",
+                 f"--requestheader-client-ca-file={pki.path('front-proxy-ca.crt')}",
+                 "--requestheader-allowed-names=front-proxy-client",
+                 "--requestheader-username-headers=X-Remote-User",
+                 "--requestheader-group-headers=X-Remote-Group",
+                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                 f"--proxy-client-cert-file={pki.path('front-proxy-client.crt')}",
+                 f"--proxy-client-key-file={pki.path('front-proxy-client.key')}",
                  "--allow-privileged=true", "--profiling=false", "--v=0", *audit_flags],
                 f"{self.server}/readyz",
             ),
@@ -332,10 +424,82 @@ class ControlPlane:
             for component in self.components:
                 self._launch(component)
                 self._wait_healthy(component)
+            if self.metrics_server:
+                self._start_metrics_server()
         except BaseException:
             self.stop()
             raise
         self.seconds_to_healthy = time.monotonic() - started
+
+    def _start_metrics_server(self) -> None:
+        """metrics-server, its RBAC and the APIService; returns once the API is Available."""
+        binary = build_metrics_server()
+        pki = self.pki
+        port = free_port()
+        config = self.folder / "metrics-server.kubeconfig"
+        config.write_text(kubeconfig(self.server, pki, "metrics-server-client"))
+        for obj in metrics_api_objects(port, Path(pki.path("ca.crt")).read_bytes()):
+            self.create(obj)
+        component = Component(
+            "metrics-server",
+            [str(binary), f"--secure-port={port}", "--bind-address=127.0.0.1",
+             f"--tls-cert-file={pki.path('metrics-server.crt')}",
+             f"--tls-private-key-file={pki.path('metrics-server.key')}",
+             f"--kubeconfig={config}", f"--authentication-kubeconfig={config}",
+             f"--authorization-kubeconfig={config}",
+             # Node agents serve self-signed certificates, as kind's kubelets do.
+             "--kubelet-insecure-tls", "--kubelet-use-node-status-port",
+             "--kubelet-preferred-address-types=InternalIP",
+             f"--metric-resolution={METRIC_RESOLUTION_SECONDS}s",
+             f"--kubelet-request-timeout={METRIC_RESOLUTION_SECONDS // 2}s", "--profiling=false",
+             "--v=0"],
+            f"https://127.0.0.1:{port}/livez",
+        )  # fmt: skip
+        self.components.append(component)
+        self._launch(component)
+        self._wait_healthy(component)
+        self._wait_available(METRICS_API_SERVICE, component)
+
+    def _wait_available(self, api_service: str, component: Component) -> None:
+        deadline = time.monotonic() + HEALTH_DEADLINE_SECONDS
+        conditions: list[dict[str, str]] = []
+        while time.monotonic() < deadline:
+            found = self.request(
+                "GET", f"/apis/apiregistration.k8s.io/v1/apiservices/{api_service}"
+            )
+            conditions = (found.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Available" and c["status"] == "True" for c in conditions):
+                return
+            time.sleep(0.2)
+        raise ControlPlaneError(
+            f"APIService {api_service} not Available within {HEALTH_DEADLINE_SECONDS:g}s "
+            f"({conditions}); the end of {component.name}'s log:\n" + self.log_tail(component.name)
+        )
+
+    # ------------------------------------------------------------------ API
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API request as the admin; the decoded answer."""
+        context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))
+        context.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
+        data = None if body is None else json.dumps(body).encode()
+        sent = urllib.request.Request(
+            self.server + path, data=data, method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(sent, timeout=10, context=context) as answer:
+            decoded: dict[str, Any] = json.loads(answer.read() or b"{}")
+            return decoded
+
+    def create(self, obj: dict[str, Any]) -> None:
+        """Create ``obj`` (one already there is left as it is)."""
+        try:
+            self.request("POST", collection_path(obj), obj)
+        except urllib.error.HTTPError as error:
+            if error.code != 409:
+                raise ControlPlaneError(
+                    f"creating {obj['kind']} {obj['metadata']['name']}: HTTP {error.code} "
+                    f"{error.read().decode(errors='replace')[:500]}"
+                ) from error
 
     # ------------------------------------------------------------------ processes
     def _pid_file(self, name: str) -> Path:
@@ -462,8 +626,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dir", type=Path, default=Path(".localkube"), help="state folder")
     parser.add_argument("command", choices=["up"], help="up: start, wait for Ctrl-C, stop")
+    parser.add_argument(
+        "--metrics-server", action="store_true",
+        help="also run metrics-server behind metrics.k8s.io (kubectl top, HPAs on CPU)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    plane = ControlPlane(args.dir.resolve())
+    plane = ControlPlane(args.dir.resolve(), metrics_server=args.metrics_server)
     try:
         plane.start()
     except (BinariesError, ControlPlaneError) as error:

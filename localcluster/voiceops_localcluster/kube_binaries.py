@@ -7,14 +7,15 @@ module's own go.mod points them at ``./staging``, which a dependent module canno
 use), and etcd from ``go.etcd.io/etcd/server/v3``. ``build()`` writes a small Go
 module of ours into the cache folder and builds etcd, kube-apiserver,
 kube-controller-manager and kube-scheduler there; a second call finds them and
-returns at once.
+returns at once. ``build_metrics_server()`` does the same for metrics-server (the
+resource metrics API an HPA reads), from its own module with its own dependencies.
 
 Versions are pinned here and nowhere else. ``VOICEOPS_KUBE_BIN_DIR`` points at
 binaries you already have (``setup-envtest``, a Kubernetes release, a kind node):
 they are used as they are. ``VOICEOPS_KUBE_CACHE`` moves the cache (default
 ``~/.cache/voiceops/kube``).
 
-    python -m voiceops_localcluster.kube_binaries          # build or find them; print the folder
+    python -m voiceops_localcluster.kube_binaries          # build or find all; print the folder
     python -m voiceops_localcluster.kube_binaries --check  # only say whether they are there
 """
 
@@ -33,6 +34,8 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "1.35.4"
 ETCD_VERSION = "3.6.5"  # what k8s.io/kubernetes v1.35.4 itself requires
+METRICS_SERVER_VERSION = "0.8.0"
+METRICS_SERVER = "metrics-server"
 MIN_GO = (1, 26)
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 ENV_BIN_DIR = "VOICEOPS_KUBE_BIN_DIR"
@@ -97,6 +100,59 @@ def find() -> Binaries | None:
         return binaries
     binaries = Binaries(build_folder() / "bin")
     return None if binaries.missing() else binaries
+
+
+def metrics_server_folder() -> Path:
+    return cache_root() / f"metrics-server-v{METRICS_SERVER_VERSION}"
+
+
+def find_metrics_server() -> Path | None:
+    """metrics-server from ``VOICEOPS_KUBE_BIN_DIR`` when it has one, else the cache."""
+    given = os.environ.get(ENV_BIN_DIR)
+    for folder in ([Path(given)] if given else []) + [metrics_server_folder() / "bin"]:
+        if os.access(folder / METRICS_SERVER, os.X_OK):
+            return folder / METRICS_SERVER
+    return None
+
+
+def build_metrics_server(log: bool = True) -> Path:
+    """metrics-server, built into the cache first when it is not there."""
+    found = find_metrics_server()
+    if found is not None:
+        return found
+    go = _go()
+    folder = metrics_server_folder()
+    partial = folder / ".partial-bin"
+    partial.mkdir(parents=True, exist_ok=True)
+    package = f"sigs.k8s.io/metrics-server/cmd/metrics-server@v{METRICS_SERVER_VERSION}"
+    if log:
+        print(f"building {METRICS_SERVER} ({package}) ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    # `go install pkg@version` builds with the module's own go.mod (its k8s.io versions).
+    _run_go(
+        [go, "install", "-trimpath", "-ldflags", "-s -w", package],
+        cwd=folder,
+        env={**os.environ, "CGO_ENABLED": "0", "GOBIN": str(partial), "GOFLAGS": ""},
+        what=package,
+    )
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (partial / METRICS_SERVER).rename(bin_dir / METRICS_SERVER)  # whole or not at all
+    partial.rmdir()
+    info = {"metrics-server": f"v{METRICS_SERVER_VERSION}",
+            "build_seconds": round(time.monotonic() - started, 1)}  # fmt: skip
+    (folder / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return bin_dir / METRICS_SERVER
+
+
+def _run_go(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise BinariesError(
+            f"go build {what} failed (exit {done.returncode}); its output ends:\n"
+            + "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+            + f"\nset {ENV_BIN_DIR} to use binaries you already have"
+        )
 
 
 def _go() -> str:
@@ -169,17 +225,11 @@ def build(log: bool = True) -> Binaries:
         if log:
             print(f"building {name} ({package}) ...", file=sys.stderr, flush=True)
         started = time.monotonic()
-        done = subprocess.run(
+        _run_go(
             [go, "build", "-trimpath", "-ldflags", f"-s -w {_version_flags()}", "-o",
              str(bin_dir / f".{name}.partial"), package],
-            cwd=src, env=env, capture_output=True, text=True, check=False,
+            cwd=src, env=env, what=package,
         )  # fmt: skip
-        if done.returncode != 0:
-            raise BinariesError(
-                f"go build {package} failed (exit {done.returncode}); its output ends:\n"
-                + "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-                + f"\nset {ENV_BIN_DIR} to use binaries you already have"
-            )
         (bin_dir / f".{name}.partial").rename(bin_dir / name)  # whole or not at all
         seconds[name] = round(time.monotonic() - started, 1)
     info = {
@@ -195,17 +245,22 @@ def build(log: bool = True) -> Binaries:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Build (once) or find the control plane's binaries; print their folder."
+        description="Build (once) or find the control plane's binaries and metrics-server; "
+        "print their folder."
     )
     parser.add_argument("--check", action="store_true", help="only report, never build")
     args = parser.parse_args(argv)
     try:
         binaries = find() if args.check else build()
+        metrics_server = find_metrics_server() if args.check else build_metrics_server()
     except BinariesError as error:
         print(f"kube binaries: {error}", file=sys.stderr)
         return 2
     if binaries is None:
         print(f"kube binaries: not built yet (would go to {build_folder() / 'bin'})")
+        return 1
+    if metrics_server is None:
+        print(f"metrics-server: not built yet (would go to {metrics_server_folder() / 'bin'})")
         return 1
     print(binaries.folder)
     return 0

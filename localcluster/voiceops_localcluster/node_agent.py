@@ -67,6 +67,11 @@ no in-process state with anything) that does what kubelets and kube-proxy do:
   every Service with a selector is served on a loopback address
   (:meth:`NodeAgent.service_url`); each new connection goes to a ready endpoint
   of the **EndpointSlices** the real controller writes, round robin.
+* **Resource metrics.** Each node serves the kubelet's ``/metrics/resource``
+  (HTTPS on a loopback port named in ``status.daemonEndpoints``, client
+  certificates checked by SubjectAccessReview): each container's process tree CPU
+  and memory (:mod:`~voiceops_localcluster.kubelet_metrics`), what metrics-server
+  reads for ``kubectl top`` and CPU-based HPAs.
 
 ``start()`` returns once every watch has listed and every node is schedulable
 (the node lifecycle controller lifted the ``not-ready`` taint admission puts on a
@@ -86,12 +91,14 @@ import base64
 import contextlib
 import copy
 import datetime
+import functools
 import json
 import logging
 import shutil
 import signal
 import ssl
 import sys
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,7 +107,9 @@ from typing import Any
 
 import aiohttp
 import yaml
+from aiohttp import web
 
+from . import kubelet_metrics
 from .kube_binaries import KUBERNETES_VERSION
 from .nodes import GPU, NodeSpec, parse_node
 from .pod_addresses import (
@@ -114,6 +123,7 @@ from .pod_addresses import (
 from .pod_network import NamespacePodNetwork
 from .pod_runtime import ContainerState, ProcessPodRuntime, RuntimeContext, now_rfc3339
 from .pod_volumes import PodVolumes, VolumeError, can_mount, mount_prefix
+from .ports import free_port
 from .service_proxy import ServiceProxy, endpoints_from_slices, splice
 
 log = logging.getLogger(__name__)
@@ -508,6 +518,19 @@ def _ready_status(status: Obj) -> str | None:
     return None
 
 
+def _resource_metrics_text(pids: list[tuple[str, str, str, int]]) -> str:
+    rows = []
+    for namespace, pod, container, pid in pids:
+        usage = kubelet_metrics.process_tree_usage(pid)
+        if usage is not None:
+            cpu, memory, started = usage
+            rows.append(
+                kubelet_metrics.ContainerUsage(namespace, pod, container, cpu, memory, started)
+            )
+    node = kubelet_metrics.machine_usage()
+    return kubelet_metrics.resource_metrics(node, rows, int(time.time() * 1000))
+
+
 def _micro_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -564,6 +587,9 @@ class NodeAgent:
         self._services: Informer | None = None
         self._slices: Informer | None = None
         self._proxy_wake = asyncio.Event()
+        # Each node's kubelet endpoint (/metrics/resource for metrics-server).
+        self._kubelet_ports: dict[str, int] = {}
+        self._kubelet_runners: list[web.AppRunner] = []
         self.proxy: ServiceProxy | None = (
             ServiceProxy(self._cached, endpoint_source=self._slice_endpoints)
             if service_proxy
@@ -585,6 +611,7 @@ class NodeAgent:
         self.client = KubeClient.from_kubeconfig(self.kubeconfig, self.work_dir / "credentials")
         self.routed = pod_network_is_local()
         try:
+            await self._serve_kubelets()
             if self.pod_network is not None:
                 await asyncio.to_thread(self.pod_network.setup)
                 self._api_gateway = await self._forward_api_from_gateway(self.pod_network.gateway)
@@ -653,6 +680,9 @@ class NodeAgent:
         self.entries.clear()
         if self.proxy is not None:
             await self.proxy.close()
+        for runner in self._kubelet_runners:
+            await runner.cleanup()
+        self._kubelet_runners.clear()
         if self._api_gateway is not None:
             self._api_gateway.close()
             self._api_gateway = None
@@ -690,7 +720,8 @@ class NodeAgent:
         info["kubeletVersion"] = f"v{KUBERNETES_VERSION}"
         info["kubeProxyVersion"] = f"v{KUBERNETES_VERSION}"
         info["osImage"] = "voiceops node agent (local processes)"
-        obj["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 0}}
+        port = self._kubelet_ports.get(node.name, 0)
+        obj["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": port}}
         return obj
 
     def _conditions(self, name: str) -> list[Obj]:
@@ -736,6 +767,48 @@ class NodeAgent:
             )
         self._node_uids[node.name] = created["metadata"]["uid"]
         await self._renew_lease(node.name)
+
+    # -------------------------------------------------------- kubelet endpoint
+    async def _serve_kubelets(self) -> None:
+        """Each node's ``/metrics/resource`` on its own loopback port (kubelet_metrics)."""
+        if not self.api.ca_pem:
+            log.warning("no cluster CA in %s: the nodes serve no resource metrics", self.kubeconfig)
+            return
+        context = kubelet_metrics.serving_context("voiceops-node-agent", self.api.ca_pem)
+        for name in self.nodes:
+            app = web.Application()
+            app.router.add_get("/metrics/resource", functools.partial(self._resource_metrics, name))
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            self._kubelet_runners.append(runner)
+            port = free_port()
+            await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+            self._kubelet_ports[name] = port
+
+    async def _resource_metrics(self, node: str, request: web.Request) -> web.Response:
+        if node in self._paused:  # a lost node answers nobody
+            raise web.HTTPServiceUnavailable(text=f"node {node} is not reporting")
+        transport = request.transport
+        peer = transport.get_extra_info("peercert") if transport is not None else None
+        user, groups = kubelet_metrics.peer_identity(peer)
+        review = await self.api.request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            kubelet_metrics.access_review(user, groups, node),
+        )
+        if not (review.get("status") or {}).get("allowed"):
+            raise web.HTTPForbidden(
+                text=f"Forbidden (user={user}, verb=get, resource=nodes, subresource=metrics)"
+            )
+        pids = [
+            (namespace, pod, container, process.pid)
+            for (namespace, pod), entry in self.entries.items()
+            if entry.node == node and entry.runtime is not None
+            for container, process in entry.runtime.processes.items()
+            if process.returncode is None
+        ]
+        text = await asyncio.to_thread(_resource_metrics_text, pids)
+        return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
     async def _renew_lease(self, name: str) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/{NODE_LEASE_NAMESPACE}/leases"

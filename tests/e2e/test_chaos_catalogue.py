@@ -130,6 +130,11 @@ def test_the_api_target_says_why_it_cannot_do_what_needs_a_node() -> None:
     assert target.unsupported(c.KillPods(action="kill_pods", tier="gpu")) is None
     assert target.unsupported(c.PatchSpec(action="patch_spec", patch={"replicas": 2})) is None
     assert target.unsupported(c.OperatorProcess(action="operator", state="killed")) is None
+    autoscale = c.Autoscale(action="autoscale")
+    target.metrics_problem = "no metrics.k8s.io/v1beta1 API in this cluster"
+    assert target.unsupported(autoscale) == target.metrics_problem
+    target.metrics_problem = None
+    assert target.unsupported(autoscale) is None
 
 
 def test_the_cli_parses_its_options_and_fails_on_failures() -> None:

@@ -226,6 +226,20 @@ def test_an_in_place_model_update_needs_the_version_and_no_restart() -> None:
     ]
 
 
+def test_autoscaled_needs_the_tiers_hpa_to_want_that_many() -> None:
+    expect = Expect(autoscaled={"gpu": 2})
+    before = ev.ClusterView(at=0)
+    wants_one = ev.ClusterView(at=1, autoscaled=(("fallback", 3), ("gpu", 1)))
+    wants_two = ev.ClusterView(at=2, autoscaled=(("fallback", 1), ("gpu", 2)))
+    assert ev.unmet(expect, before, baseline=before, since=0) == [
+        "the gpu HPA wanting 2 replica(s) (no HPA)"
+    ]
+    assert ev.unmet(expect, wants_one, baseline=before, since=0) == [
+        "the gpu HPA wanting 2 replica(s) (wants 1)"
+    ]
+    assert ev.unmet(expect, wants_two, baseline=before, since=0) == []
+
+
 def test_the_steady_state_needs_its_phase_tier_pods_and_endpoints() -> None:
     steady = SteadyState()
     good = ev.ClusterView(

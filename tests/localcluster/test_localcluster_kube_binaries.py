@@ -82,3 +82,19 @@ def test_an_old_go_is_refused_with_the_version_it_found(
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin:/bin")
     with pytest.raises(BinariesError, match=r"go1\.22\.3.*Go >= 1\.26"):
         kube_binaries.build()
+
+
+def test_metrics_server_is_found_beside_given_binaries_else_in_its_own_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(kube_binaries.ENV_CACHE, str(tmp_path / "cache"))
+    given = tmp_path / "given"
+    given.mkdir()
+    monkeypatch.setenv(kube_binaries.ENV_BIN_DIR, str(given))
+    assert kube_binaries.find_metrics_server() is None
+    folder = kube_binaries.metrics_server_folder()
+    assert folder.name == f"metrics-server-v{kube_binaries.METRICS_SERVER_VERSION}"
+    _fake_binaries(folder / "bin", ("metrics-server",))
+    assert kube_binaries.build_metrics_server() == folder / "bin" / "metrics-server"
+    _fake_binaries(given, ("metrics-server",))
+    assert kube_binaries.find_metrics_server() == given / "metrics-server"

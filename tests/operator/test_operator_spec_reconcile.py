@@ -703,6 +703,9 @@ async def test_invalid_spec_is_a_permanent_error_without_children(cluster: Clust
     assert "spec.model.uri" in found["message"]
     assert "hf://" in found["message"]
     await cluster.wait(lambda: cluster.events(ns, "InvalidSpec"), "no InvalidSpec event")
+    # kopf's own last write (the handled configuration, its progress cleared) may land
+    # after the status: only then is the object at rest.
+    await cluster.wait(lambda: kopf_done(cluster, ns), "kopf never finished the creation")
     since = time.time()
     await cluster.reconciles(ns, 2)  # timer passes over the refused object
     assert await cluster.children(ns) == {}
@@ -712,18 +715,24 @@ async def test_invalid_spec_is_a_permanent_error_without_children(cluster: Clust
     await cluster.wait(lambda: cluster.settled(ns), "fixed spec never reconciled")
 
 
+async def kopf_done(cluster: Cluster, ns: str) -> bool:
+    """kopf's annotation writes for the last change are done: the handled configuration
+    stored, no handler progress left."""
+    annotations = ((await cluster.vs(ns)) or {}).get("metadata", {}).get("annotations") or {}
+    done = {"voiceops.io/last-handled-configuration", "voiceops.io/kopf-managed"}
+    progress = [k for k in annotations if k.startswith("voiceops.io/") and k not in done]
+    return "voiceops.io/last-handled-configuration" in annotations and not progress
+
+
 async def handled(cluster: Cluster, ns: str) -> bool:
     """kopf finished the creation: its annotation writes are done and the Events of the
     creation (one per child, one for the Ready condition) are posted (kopf posts them
     in the background)."""
-    annotations = ((await cluster.vs(ns)) or {}).get("metadata", {}).get("annotations") or {}
-    done = {"voiceops.io/last-handled-configuration", "voiceops.io/kopf-managed"}
-    progress = [k for k in annotations if k.startswith("voiceops.io/") and k not in done]
     created = len(await cluster.events(ns, "Created")) == len(await cluster.children(ns))
     posted = created and bool(
         await cluster.events(ns, "NotReady") or await cluster.events(ns, "Ready")
     )
-    return "voiceops.io/last-handled-configuration" in annotations and not progress and posted
+    return await kopf_done(cluster, ns) and posted
 
 
 @module_loop

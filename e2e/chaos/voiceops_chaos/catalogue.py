@@ -144,6 +144,16 @@ class RestoreSpec(_Data):
     action: Literal["restore_spec"]
 
 
+class Autoscale(_Data):
+    """Turn the VoiceService's HPAs on (a spec patch: the GPU tier from its current count
+    up to ``max_replicas`` on CPU utilisation); ``restore_spec`` turns them off again.
+    Needs the ``metrics.k8s.io`` API (metrics-server)."""
+
+    action: Literal["autoscale"]
+    max_replicas: int = Field(2, ge=2, le=100)
+    target_cpu_percent: int = Field(50, ge=1, le=100)
+
+
 class LoadSpike(_Data):
     """More raw clients, back to back, for ``seconds``: ``clients`` of them, or (unset)
     ``capacity_factor`` times what the serving pods admit (maxConcurrency + maxQueue
@@ -176,6 +186,7 @@ Action = Annotated[
     | SlowNetwork
     | PatchSpec
     | RestoreSpec
+    | Autoscale
     | LoadSpike
     | Observe,
     Field(discriminator="action"),
@@ -217,6 +228,9 @@ class Expect(_Data):
         None, description="status.healing.signals has this signal (the operator is timing it)"
     )
     status_seen: int | None = Field(None, description="some answer during the step had it")
+    autoscaled: dict[PodTier, int] | None = Field(
+        None, description="the tier's HPA wants at least this many replicas (desiredReplicas)"
+    )
     within: float = Field(60.0, gt=0, le=900)
 
     @model_validator(mode="after")

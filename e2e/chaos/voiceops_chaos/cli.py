@@ -28,10 +28,10 @@ from .runner import RunSettings, ScenarioResult, ScenarioRun, wait_steady
 from .targets import ApiFaults, FaultTarget
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
-NO_HPA_NOTE = (
-    "HPA scaling is not observed on the local cluster: it has no metrics-server (nor a "
-    "custom-metrics adapter), so an HPA cannot compute a desired count; the local "
-    "VoiceService runs with autoscaling off and a fixed replica count."
+LOCAL_NOTE = (
+    "The local cluster runs the real metrics-server (HPAs scale on CPU, load-spike turns "
+    "them on); the other scenarios run with autoscaling off and one GPU pod, so each "
+    "knows which pod its fault hits."
 )
 
 
@@ -164,7 +164,7 @@ async def run_local(
         clients=settings.load.clients,
         rate=settings.load.rate,
         window_seconds=float(window_seconds),
-        notes=[NO_HPA_NOTE],
+        notes=[LOCAL_NOTE],
         teardown_leftovers=cluster.leftovers,
     )
     return finish(report_dir, info, results)

@@ -93,6 +93,7 @@ class ClusterView:
     events: tuple[EventSeen, ...] = ()
     signals: frozenset[str] = frozenset()
     model_version: str = ""  # status.model.current.version while no update is under way
+    autoscaled: tuple[tuple[str, int], ...] = ()  # (tier, its HPA's desiredReplicas)
 
     def ready(self, tier: str) -> int:
         return sum(1 for p in self.pods if p.tier == tier and p.ready)
@@ -373,6 +374,11 @@ def unmet(
         missing.append(f"the operator timing the {expect.signal} signal")
     if expect.status_seen is not None and expect.status_seen not in statuses:
         missing.append(f"an answer with status {expect.status_seen}")
+    desired = dict(view.autoscaled)
+    for tier, count in (expect.autoscaled or {}).items():
+        if desired.get(tier, 0) < count:
+            shown = f"wants {desired[tier]}" if tier in desired else "no HPA"
+            missing.append(f"the {tier} HPA wanting {count} replica(s) ({shown})")
     return missing
 
 

@@ -9,9 +9,11 @@ root). Different from ``failover_cluster`` in what chaos needs:
   update's surge pod and a lost node's replacement have somewhere to go;
 * each GPU node has its own fake NVML state file, so GPU faults enter through NVML,
   on the node whose GPU has them;
-* the VoiceService has autoscaling off (no metrics-server here: an HPA could not
-  scale), a short queue (a spike past capacity meets 429s) and a liveness probe
-  that restarts a hung engine in seconds.
+* the control plane runs metrics-server (``ControlPlane(metrics_server=True)``), so
+  ``load-spike`` turns the HPAs on and sees the GPU tier scale on CPU;
+* the VoiceService otherwise has autoscaling off (one GPU pod: each scenario knows
+  which pod its fault hits), a short queue (a spike past capacity meets 429s) and a
+  liveness probe that restarts a hung engine in seconds.
 
 :class:`LocalFaults` does what the node agent, NVML, the processes and ``tc`` allow,
 and the rest as :class:`~voiceops_chaos.targets.ApiFaults` does.
@@ -138,7 +140,7 @@ async def local_cluster(
     states = {node: work_dir / f"nvml-{node}" for node in GPU_NODES}
     for path in states.values():
         path.write_text(HEALTHY_GPU)
-    plane = ControlPlane(work_dir / "plane")
+    plane = ControlPlane(work_dir / "plane", metrics_server=True)
     await asyncio.to_thread(plane.start)
     network = pod_network.NamespacePodNetwork(plane.pod_cidr)
     api = KubeClient.from_kubeconfig(plane.admin_kubeconfig, work_dir / "credentials")

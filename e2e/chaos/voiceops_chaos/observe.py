@@ -1,4 +1,4 @@
-"""What the operator says, read from watches on any cluster: phases, routing, pods, Events.
+"""What the operator says, read from watches on any cluster: phases, routing, pods, Events, HPAs.
 
 One informer (list, then watch; a dropped watch lists again) per collection of the
 VoiceService's namespace. Every change is stamped with ``time.monotonic()`` as it
@@ -54,6 +54,15 @@ def status_sample(at: float, voiceservice: Obj) -> StatusSample:
     )
 
 
+def desired_replicas(autoscalers: list[Obj]) -> tuple[tuple[str, int], ...]:
+    """(tier, desiredReplicas) of each HPA, by tier."""
+    found = []
+    for hpa in autoscalers:
+        tier = (hpa["metadata"].get("labels") or {}).get(TIER_LABEL, "?")
+        found.append((tier, int((hpa.get("status") or {}).get("desiredReplicas") or 0)))
+    return tuple(sorted(found))
+
+
 def ready_endpoint_ips(slices: list[Obj]) -> set[str]:
     """Addresses of the ready endpoints in EndpointSlices (unset ``ready`` counts as ready)."""
     found: set[str] = set()
@@ -103,7 +112,16 @@ class Observer:
         )
         self.pods = Informer(api, f"{base}/pods", self._on_pod, mine)
         self.events = Informer(api, f"{base}/events", self._on_event)
-        self._informers = [self.voiceservices, self.services, self.slices, self.pods, self.events]
+        self.autoscalers = Informer(
+            api,
+            f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers",
+            lambda *_: None,
+            mine,
+        )
+        self._informers = [
+            self.voiceservices, self.services, self.slices, self.pods, self.events,
+            self.autoscalers,
+        ]  # fmt: skip
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self, within: float = 60.0) -> None:
@@ -165,6 +183,7 @@ class Observer:
             events=tuple(self.events_seen),
             signals=frozenset(k for k, v in signals.items() if v),
             model_version=_settled_model_version(status),
+            autoscaled=desired_replicas(list(self.autoscalers.items.values())),
         )
 
     # ------------------------------------------------------------ callbacks

@@ -28,6 +28,7 @@ from .observe import API, Observer, pod_ready
 # ``Authorization`` is the caller's credential, which the API server removes once it has
 # authenticated the caller, so a pod never sees it.
 FAULT_TOKEN_HEADER = pod_contract.FAULT_TOKEN_HEADER
+METRICS_API = "metrics.k8s.io/v1beta1"  # what an HPA on CPU reads (metrics-server)
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -110,6 +111,7 @@ class ApiFaults:
         self.fault_token = ""
         self.fault_endpoint_problem: str | None = "not checked yet (prepare() first)"
         self.operator_problem: str | None = "not checked yet (prepare() first)"
+        self.metrics_problem: str | None = "not checked yet (prepare() first)"
         self._undo: dict[str, Any] = {}
         self._cordoned: list[str] = []
 
@@ -117,6 +119,7 @@ class ApiFaults:
     async def prepare(self) -> None:
         """Find out what this cluster lets us do: the fault endpoint, the operator's pods."""
         self.fault_endpoint_problem = await self._check_fault_endpoint()
+        self.metrics_problem = await self._check_metrics_api()
         try:
             pods = await self._operator_pods()
         except (KubeApiError, aiohttp.ClientError, OSError) as error:
@@ -157,12 +160,28 @@ class ApiFaults:
             "service does not read"
         )
 
+    async def _check_metrics_api(self) -> str | None:
+        try:
+            found = await self.api.get(f"/apis/{METRICS_API}")
+        except (KubeApiError, aiohttp.ClientError, OSError) as error:
+            found, problem = None, str(error)
+        else:
+            problem = "not served"
+        if found and found.get("resources"):
+            return None
+        return (
+            f"no {METRICS_API} API in this cluster ({problem.strip()[:120]}): an HPA has "
+            "nothing to read; install metrics-server (on kind with --kubelet-insecure-tls)"
+        )
+
     # ------------------------------------------------------------ what it can do
     def unsupported(self, action: Any) -> str | None:
         if isinstance(action, self.NEEDS_FAULT_ENDPOINT) and self.fault_endpoint_problem:
             return self.fault_endpoint_problem
         if isinstance(action, c.OperatorProcess) and self.operator_problem:
             return self.operator_problem
+        if isinstance(action, c.Autoscale) and self.metrics_problem:
+            return self.metrics_problem
         if isinstance(action, c.NodeLost):
             return "stopping a node's heartbeat needs the node itself (its kubelet)"
         if isinstance(action, c.ApiServerRestart):
@@ -209,6 +228,14 @@ class ApiFaults:
                 return await self.patch_spec(patch)
             case c.RestoreSpec():
                 return await self.restore_spec()
+            case c.Autoscale(max_replicas=most, target_cpu_percent=percent):
+                spec = self.observer.voiceservice().get("spec") or {}
+                return await self.patch_spec(
+                    {"autoscaling": {"enabled": True, "metric": "cpu",
+                                     "minReplicas": int(spec.get("replicas") or 1),
+                                     "maxReplicas": most,
+                                     "targetCPUUtilizationPercentage": percent}}
+                )  # fmt: skip
         raise NotImplementedError(f"{self.name} target: {self.unsupported(action) or action}")
 
     def scenario_leftovers(self) -> list[str]:
