@@ -791,11 +791,15 @@ class NodeAgent:
         transport = request.transport
         peer = transport.get_extra_info("peercert") if transport is not None else None
         user, groups = kubelet_metrics.peer_identity(peer)
-        review = await self.api.request(
-            "POST",
-            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            kubelet_metrics.access_review(user, groups, node),
-        )
+        try:
+            review = await self.api.request(
+                "POST",
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                kubelet_metrics.access_review(user, groups, node),
+            )
+        except (KubeApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            # Nobody to ask (the API server restarting): refuse for now, the scraper retries.
+            raise web.HTTPServiceUnavailable(text=f"cannot authorize {user}: {error}") from None
         if not (review.get("status") or {}).get("allowed"):
             raise web.HTTPForbidden(
                 text=f"Forbidden (user={user}, verb=get, resource=nodes, subresource=metrics)"

@@ -1,9 +1,10 @@
 """One PNG timeline per scenario: phases, routing, every request, GPU memory.
 
 Panels share the time axis (seconds since the load began): the VoiceService's phase
-and the front Service's endpoints as coloured bands; each request's latency at its
-start, coloured by the engine that answered (failures in red); the GPU memory the
-operator read (status.gpu.memoryUsedRatio). Dashed lines mark the steps' actions.
+and the front Service's ready endpoints (their tier and count) as coloured bands;
+each request's latency at its start, coloured by the engine that answered (failures
+in red); the GPU memory the operator read (status.gpu.memoryUsedRatio). Dashed lines
+mark the steps' actions.
 """
 
 from __future__ import annotations
@@ -34,11 +35,15 @@ MARKERS = {"plain": "o", "openai": "^", "spike": "."}
 
 
 def _bands(changes: list[tuple[float, str]], end: float) -> list[tuple[float, float, str]]:
-    """(start, end, label) spans from (time, label) changes."""
-    spans = []
+    """(start, end, label) spans from (time, label) changes; a label repeated goes on."""
+    spans: list[tuple[float, float, str]] = []
     for n, (at, label) in enumerate(changes):
         until = changes[n + 1][0] if n + 1 < len(changes) else end
-        if until > at:
+        if until <= at:
+            continue
+        if spans and spans[-1][2] == label and spans[-1][1] >= at:
+            spans[-1] = (spans[-1][0], until, label)
+        else:
             spans.append((at, until, label))
     return spans
 
@@ -48,11 +53,12 @@ def _phase_changes(history: list[StatusSample], t0: float) -> list[tuple[float, 
 
 
 def _routing_changes(history: list[RoutingSample], t0: float) -> list[tuple[float, str]]:
+    """(time, "tier count") changes: a scale-out shows as "gpu 1" → "gpu 2"."""
     out = []
     for r in history:
         tiers = set(r.endpoint_tiers) - {"?"}
         label = "both" if tiers == {"gpu", "fallback"} else (next(iter(tiers)) if tiers else "none")
-        out.append((max(r.at - t0, 0.0), label))
+        out.append((max(r.at - t0, 0.0), f"{label} {len(r.endpoint_ips)}"))
     return out
 
 
@@ -70,7 +76,8 @@ def draw(result: ScenarioResult, path: Path) -> None:
          "endpoints"),
     ):  # fmt: skip
         for start, stop, label in spans:
-            ax.axvspan(start, stop, color=colours.get(label, "#bdbdbd"), lw=0)
+            ax.axvspan(start, stop, color=colours.get(label.split(" ")[0], "#bdbdbd"), lw=0)
+            ax.axvline(start, color="white", lw=1.5)  # bands of one colour stay apart
             if stop - start > end * 0.06:
                 ax.text((start + stop) / 2, 0.5, label, ha="center", va="center", fontsize=8)
         ax.set_yticks([])
