@@ -127,6 +127,14 @@ def test_the_client_identity_is_the_certificates_common_name_and_organizations()
 NODE = "local-metrics-0"
 
 
+def on_the_cluster(test: Callable[..., Any]) -> Callable[..., Any]:
+    """A slow test on the module's control plane (one event loop for the module)."""
+    for mark in (pytest.mark.slow, pytest.mark.timeout(240),
+                 pytest.mark.asyncio(loop_scope="module")):  # fmt: skip
+        test = mark(test)
+    return test
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def metered(
     new_control_plane: Callable[..., ControlPlane], tmp_path_factory: pytest.TempPathFactory
@@ -198,9 +206,7 @@ async def _until(check: Callable[[], Any], within: float, what: str) -> Any:
     raise AssertionError(f"not within {within:g}s: {what} (last: {last!r})")
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.asyncio(loop_scope="module")
+@on_the_cluster
 async def test_a_busy_pod_shows_in_the_metrics_api_and_its_hpa_scales_out(
     metered: tuple[ControlPlane, NodeAgent, str],
 ) -> None:
@@ -249,9 +255,7 @@ async def test_a_busy_pod_shows_in_the_metrics_api_and_its_hpa_scales_out(
     await api.request("DELETE", f"/apis/apps/v1/namespaces/{namespace}/deployments/burner")
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-@pytest.mark.asyncio(loop_scope="module")
+@on_the_cluster
 async def test_the_kubelet_endpoint_wants_a_client_certificate_allowed_nodes_metrics(
     metered: tuple[ControlPlane, NodeAgent, str],
 ) -> None:
