@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import ssl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
 
 
 @dataclass(frozen=True)
@@ -45,54 +48,51 @@ class NodeUsage:
     memory_bytes: int  # working set
 
 
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class _Snapshot(Collector):
+    """One scrape's figures as the kubelet's metric families."""
+
+    def __init__(self, node: NodeUsage, containers: list[ContainerUsage], at: float) -> None:
+        self.node, self.containers, self.at = node, containers, at
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["container", "namespace", "pod"]
+        node_cpu = CounterMetricFamily(
+            "node_cpu_usage_seconds", "Cumulative cpu time consumed by the node in core-seconds"
+        )
+        node_cpu.add_metric([], self.node.cpu_seconds, timestamp=self.at)
+        node_memory = GaugeMetricFamily(
+            "node_memory_working_set_bytes", "Current working set of the node in bytes"
+        )
+        node_memory.add_metric([], self.node.memory_bytes, timestamp=self.at)
+        cpu = CounterMetricFamily(
+            "container_cpu_usage_seconds",
+            "Cumulative cpu time consumed by the container in core-seconds",
+            labels=labels,
+        )
+        memory = GaugeMetricFamily(
+            "container_memory_working_set_bytes",
+            "Current working set of the container in bytes",
+            labels=labels,
+        )
+        started = GaugeMetricFamily(
+            "container_start_time_seconds",
+            "Start time of the container since unix epoch in seconds",
+            labels=labels,
+        )
+        for row in self.containers:
+            names = [row.container, row.namespace, row.pod]
+            cpu.add_metric(names, row.cpu_seconds, timestamp=self.at)
+            memory.add_metric(names, row.memory_bytes, timestamp=self.at)
+            started.add_metric(names, row.started, timestamp=self.at)
+        yield from (node_cpu, node_memory, cpu, memory, started)
 
 
 def resource_metrics(node: NodeUsage, containers: Iterable[ContainerUsage], now_ms: int) -> str:
     """The body of ``/metrics/resource``: the kubelet's metric names, in the Prometheus
     text format, each sample stamped ``now_ms``."""
-    rows = list(containers)
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-        lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"))
-        lines.extend(f"{name}{labels} {value!r} {now_ms}" for labels, value in samples)
-
-    def labelled(row: ContainerUsage) -> str:
-        return (
-            f'{{container="{_quote(row.container)}",namespace="{_quote(row.namespace)}",'
-            f'pod="{_quote(row.pod)}"}}'
-        )
-
-    family(
-        "node_cpu_usage_seconds_total",
-        "counter",
-        "Cumulative cpu time consumed by the node in core-seconds",
-        [("", round(node.cpu_seconds, 6))],
-    )
-    family(
-        "node_memory_working_set_bytes",
-        "gauge",
-        "Current working set of the node in bytes",
-        [("", float(node.memory_bytes))],
-    )
-    family(
-        "container_cpu_usage_seconds_total",
-        "counter",
-        "Cumulative cpu time consumed by the container in core-seconds",
-        [(labelled(r), round(r.cpu_seconds, 6)) for r in rows],
-    )
-    family(
-        "container_memory_working_set_bytes",
-        "gauge",
-        "Current working set of the container in bytes",
-        [(labelled(r), float(r.memory_bytes)) for r in rows],
-    )
-    family("container_start_time_seconds", "gauge",
-           "Start time of the container since unix epoch in seconds",
-           [(labelled(r), round(r.started, 3)) for r in rows])  # fmt: skip
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(node, list(containers), now_ms / 1000))
+    return generate_latest(registry).decode()
 
 
 def process_tree_usage(pid: int) -> tuple[float, int, float] | None:
