@@ -11,6 +11,8 @@ gets 403 from the endpoint, and one without a client certificate no TLS session.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -64,11 +66,14 @@ def test_the_body_has_the_kubelets_metric_names_labels_and_timestamps() -> None:
 
 
 def test_a_process_tree_counts_its_childrens_cpu_and_memory() -> None:
-    # A parent that waits on a child burning CPU: the tree's CPU grows, the parent's alone not.
+    # A parent that waits on a child burning CPU: the tree's CPU grows, the parent's alone
+    # not. Both in a process group of their own, killed together (an orphaned burner
+    # would take a core from every test after this one).
     parent = subprocess.Popen(
         [sys.executable, "-c",
          "import subprocess, sys; subprocess.run([sys.executable, '-c', "
          f"{BURN!r}])"],
+        start_new_session=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -85,20 +90,21 @@ def test_a_process_tree_counts_its_childrens_cpu_and_memory() -> None:
         assert memory > 2 * 5_000_000  # two Python interpreters
         assert abs(started - time.time()) < 60
     finally:
-        parent.kill()
-        for child in _children(parent.pid):
-            child.kill()
+        os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
     assert kubelet_metrics.process_tree_usage(parent.pid) is None
+    deadline = time.monotonic() + 10
+    while _group_alive(parent.pid):
+        assert time.monotonic() < deadline, "the burning child outlived the kill"
+        time.sleep(0.05)
 
 
-def _children(pid: int) -> list[Any]:
-    import psutil
-
+def _group_alive(group: int) -> bool:
     try:
-        return list(psutil.Process(pid).children(recursive=True))
-    except psutil.NoSuchProcess:
-        return []
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_the_client_identity_is_the_certificates_common_name_and_organizations() -> None:
