@@ -479,10 +479,15 @@ class ControlPlane:
         )
 
     # ------------------------------------------------------------------ API
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One API request as the admin; the decoded answer."""
+    def _admin_tls(self) -> ssl.SSLContext:
+        """TLS as the admin, trusting the cluster CA."""
         context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))
         context.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
+        return context
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API request as the admin; the decoded answer."""
+        context = self._admin_tls()
         data = None if body is None else json.dumps(body).encode()
         sent = urllib.request.Request(
             self.server + path, data=data, method=method,
@@ -524,8 +529,7 @@ class ControlPlane:
         self._pid_file(component.name).write_text(f"{component.process.pid}\n")
 
     def _wait_healthy(self, component: Component) -> None:
-        context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))
-        context.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
+        context = self._admin_tls()
         if "kube-controller-manager" in component.name or "scheduler" in component.name:
             context = ssl._create_unverified_context()  # self-signed serving certs
         deadline = time.monotonic() + HEALTH_DEADLINE_SECONDS
